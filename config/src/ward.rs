@@ -1,0 +1,749 @@
+//! The supervisor's configuration (`ward.yaml`).
+//!
+//! Every field has a default taken from the spec (timeouts 5000/1000/1000 ms,
+//! load timeout 60 s, cooldown 30 s, max_retries 3, heartbeat 30 s, bind
+//! 127.0.0.1), so an empty file — or no file — is a working configuration.
+//! `WARD_*` environment variables override single fields ([`ENV_OVERRIDES`]);
+//! a bad value names the variable or field it came from.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::mode::Mode;
+use crate::yaml::{self, YamlLimits};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WardConfig {
+    /// Where model plugins live: `<model_root>/<model_id>/<semver>/model.yaml`.
+    pub model_root: PathBuf,
+    /// Per-model-version worker logs: `<log_dir>/<model_id>/<version>.log`.
+    pub log_dir: PathBuf,
+    /// Private (0700) directory for worker sockets.
+    pub run_dir: PathBuf,
+    pub server: ServerConfig,
+    pub timeouts: TimeoutConfig,
+    pub restart: RestartConfig,
+    pub health: HealthConfig,
+    pub registration: RegistrationConfig,
+    pub resources: ResourceConfig,
+    pub models: ModelPolicy,
+    pub runtime: RuntimeConfig,
+    pub queue: QueueConfig,
+    pub worker: WorkerConfig,
+    pub logs: LogConfig,
+    pub sandbox: SandboxConfig,
+}
+
+impl Default for WardConfig {
+    fn default() -> Self {
+        WardConfig {
+            model_root: PathBuf::from("models"),
+            log_dir: PathBuf::from(".ward/logs"),
+            run_dir: PathBuf::from(".ward/run"),
+            server: ServerConfig::default(),
+            timeouts: TimeoutConfig::default(),
+            restart: RestartConfig::default(),
+            health: HealthConfig::default(),
+            registration: RegistrationConfig::default(),
+            resources: ResourceConfig::default(),
+            models: ModelPolicy::default(),
+            runtime: RuntimeConfig::default(),
+            queue: QueueConfig::default(),
+            worker: WorkerConfig::default(),
+            logs: LogConfig::default(),
+            sandbox: SandboxConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Loopback by default: exposing ward is an explicit decision.
+    pub bind: SocketAddr,
+    /// Largest accepted HTTP request body.
+    pub body_limit_bytes: u64,
+    /// Bearer token for admin routes; admin routes are off without one.
+    pub admin_token: Option<String>,
+    /// Route requests without a version to the highest READY version instead of
+    /// answering VERSION_REQUIRED (spec 003 §3.6 makes the latter the default).
+    pub route_unversioned_to_latest: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            body_limit_bytes: 32 << 20,
+            admin_token: None,
+            route_unversioned_to_latest: false,
+        }
+    }
+}
+
+/// Phase deadlines (spec 003 §5.4) and process-control bounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimeoutConfig {
+    pub inference_ms: u64,
+    pub preprocess_ms: u64,
+    pub postprocess_ms: u64,
+    /// Model load including warmup (spec 003 §3.5).
+    pub load_ms: u64,
+    /// How long a worker may stay busy after Cancel before it is killed.
+    pub cancel_grace_ms: u64,
+    /// SIGTERM → SIGKILL grace when stopping a worker.
+    pub stop_grace_ms: u64,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_ms: u64,
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        TimeoutConfig {
+            inference_ms: 5_000,
+            preprocess_ms: 1_000,
+            postprocess_ms: 1_000,
+            load_ms: 60_000,
+            cancel_grace_ms: 250,
+            stop_grace_ms: 2_000,
+            drain_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backoff {
+    Fixed,
+    Exponential,
+}
+
+/// Restarts after a crash (spec 003 §6.3, level 2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestartConfig {
+    pub cooldown_ms: u64,
+    pub backoff: Backoff,
+    /// Ceiling of the exponential cooldown.
+    pub max_cooldown_ms: u64,
+    /// Restarts allowed within `window_ms`; then ERROR until an operator reload.
+    pub max_retries: u32,
+    pub window_ms: u64,
+    /// Running this long without a crash resets the restart count.
+    pub stable_ms: u64,
+}
+
+impl Default for RestartConfig {
+    fn default() -> Self {
+        RestartConfig {
+            cooldown_ms: 30_000,
+            backoff: Backoff::Fixed,
+            max_cooldown_ms: 300_000,
+            max_retries: 3,
+            window_ms: 600_000,
+            stable_ms: 600_000,
+        }
+    }
+}
+
+/// Per-model health from a sliding window (DESIGN §5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Outcomes remembered per model.
+    pub window: u32,
+    /// Below this error rate: HEALTHY.
+    pub degraded_error_rate: f64,
+    /// Above this error rate: UNHEALTHY.
+    pub unhealthy_error_rate: f64,
+    /// This many timeouts in a row: UNHEALTHY (spec 003 §5.4).
+    pub consecutive_timeouts: u32,
+    /// p99 latency above `factor × inference_time_hint_ms`: DEGRADED.
+    pub latency_factor: f64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            window: 200,
+            degraded_error_rate: 0.01,
+            unhealthy_error_rate: 0.10,
+            consecutive_timeouts: 3,
+            latency_factor: 4.0,
+        }
+    }
+}
+
+/// Capability registration with a backend (spec 003 §7.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// `POST` target for the capability declaration; none disables registration.
+    pub url: Option<String>,
+    pub heartbeat_ms: u64,
+    pub timeout_ms: u64,
+    pub runtime_id: String,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        RegistrationConfig {
+            url: None,
+            heartbeat_ms: 30_000,
+            timeout_ms: 2_000,
+            runtime_id: "ward".to_owned(),
+        }
+    }
+}
+
+/// Admission control: declared memory of loaded models stays within budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResourceConfig {
+    /// Total memory for models; `None` uses 80% of the host's memory.
+    pub memory_budget_mb: Option<u64>,
+    /// Assumed for models that declare no `resources.memory_mb`.
+    pub default_model_memory_mb: u64,
+    /// Ceiling on any one model's memory limit, whatever it declares.
+    pub max_model_memory_mb: u64,
+}
+
+impl Default for ResourceConfig {
+    fn default() -> Self {
+        ResourceConfig {
+            memory_budget_mb: None,
+            default_model_memory_mb: 512,
+            max_model_memory_mb: 8_192,
+        }
+    }
+}
+
+/// Operator decisions about individual models. Trust is never the plugin's call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelPolicy {
+    /// Model ids trusted to run unsandboxed.
+    pub trusted: Vec<String>,
+    /// Versions to load first when memory is short (spec 003 §3.6).
+    pub pinned_versions: BTreeMap<String, Vec<String>>,
+    /// Operator override of the runtime mode, per model id.
+    pub mode_overrides: BTreeMap<String, Mode>,
+}
+
+/// Local runtime configuration and policy (spec 000 §5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    pub default_mode: Mode,
+    pub native_enabled: bool,
+    pub docker_enabled: bool,
+    /// Policy: runtimes allowed at all.
+    pub allowed_modes: Vec<Mode>,
+    /// Policy: native execution only for trusted models (spec 000 §12).
+    pub native_requires_trust: bool,
+    /// Image for container workers.
+    pub container_image: String,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            default_mode: Mode::Native,
+            native_enabled: true,
+            docker_enabled: true,
+            allowed_modes: vec![Mode::Native, Mode::Container],
+            native_requires_trust: false,
+            container_image: "ward-worker:local".to_owned(),
+        }
+    }
+}
+
+/// Per-model request admission.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Requests waiting for a worker slot; beyond this: OVERLOADED.
+    pub max_queue: u32,
+    /// Requests sent to one worker at once.
+    pub max_in_flight: u32,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            max_queue: 64,
+            max_in_flight: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// The `ward-worker` executable; `None` looks beside the `ward` binary.
+    pub binary: Option<PathBuf>,
+    /// Interpreter for python plugins.
+    pub python: PathBuf,
+    /// ONNX Runtime shared library; `None` uses `ORT_DYLIB_PATH`.
+    pub onnxruntime_library: Option<PathBuf>,
+    pub intra_op_threads: u32,
+    /// Largest IPC frame accepted from or sent to a worker.
+    pub max_frame_bytes: u32,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            binary: None,
+            python: PathBuf::from("python3"),
+            onnxruntime_library: None,
+            intra_op_threads: 1,
+            max_frame_bytes: ward_protocol::FrameLimit::DEFAULT.get(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A worker log rotates when it reaches this size.
+    pub max_bytes: u64,
+    /// Rotated files kept per model version.
+    pub keep: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            max_bytes: 10 << 20,
+            keep: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Refuse to start untrusted plugins when a sandbox layer is missing.
+    pub strict: bool,
+}
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", .path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}={value:?}: {message}")]
+    Env {
+        var: String,
+        value: String,
+        message: String,
+    },
+    #[error("unknown environment variable {var} (known: {})", ENV_OVERRIDES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))]
+    UnknownEnv { var: String },
+    #[error("invalid configuration: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+type Setter = fn(&mut WardConfig, &str) -> Result<(), String>;
+
+fn num<T: std::str::FromStr>(v: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    v.trim().parse::<T>().map_err(|e| e.to_string())
+}
+
+fn boolean(v: &str) -> Result<bool, String> {
+    match v.trim() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".to_owned()),
+    }
+}
+
+fn mode(v: &str) -> Result<Mode, String> {
+    match v.trim() {
+        "native" => Ok(Mode::Native),
+        "container" => Ok(Mode::Container),
+        _ => Err("expected native or container".to_owned()),
+    }
+}
+
+fn non_empty(v: &str) -> Option<String> {
+    let v = v.trim();
+    (!v.is_empty()).then(|| v.to_owned())
+}
+
+/// Every `WARD_*` variable and the field it sets.
+pub const ENV_OVERRIDES: &[(&str, Setter)] = &[
+    ("WARD_MODEL_ROOT", |c, v| Ok(c.model_root = v.into())),
+    ("WARD_LOG_DIR", |c, v| Ok(c.log_dir = v.into())),
+    ("WARD_RUN_DIR", |c, v| Ok(c.run_dir = v.into())),
+    ("WARD_BIND", |c, v| Ok(c.server.bind = num(v)?)),
+    ("WARD_BODY_LIMIT_BYTES", |c, v| {
+        Ok(c.server.body_limit_bytes = num(v)?)
+    }),
+    ("WARD_ADMIN_TOKEN", |c, v| {
+        Ok(c.server.admin_token = non_empty(v))
+    }),
+    ("WARD_ROUTE_UNVERSIONED_TO_LATEST", |c, v| {
+        Ok(c.server.route_unversioned_to_latest = boolean(v)?)
+    }),
+    ("WARD_INFERENCE_TIMEOUT_MS", |c, v| {
+        Ok(c.timeouts.inference_ms = num(v)?)
+    }),
+    ("WARD_PREPROCESS_TIMEOUT_MS", |c, v| {
+        Ok(c.timeouts.preprocess_ms = num(v)?)
+    }),
+    ("WARD_POSTPROCESS_TIMEOUT_MS", |c, v| {
+        Ok(c.timeouts.postprocess_ms = num(v)?)
+    }),
+    ("WARD_LOAD_TIMEOUT_MS", |c, v| {
+        Ok(c.timeouts.load_ms = num(v)?)
+    }),
+    ("WARD_COOLDOWN_MS", |c, v| {
+        Ok(c.restart.cooldown_ms = num(v)?)
+    }),
+    ("WARD_MAX_RETRIES", |c, v| {
+        Ok(c.restart.max_retries = num(v)?)
+    }),
+    ("WARD_HEARTBEAT_MS", |c, v| {
+        Ok(c.registration.heartbeat_ms = num(v)?)
+    }),
+    ("WARD_REGISTRATION_URL", |c, v| {
+        Ok(c.registration.url = non_empty(v))
+    }),
+    ("WARD_RUNTIME_ID", |c, v| {
+        Ok(c.registration.runtime_id = v.trim().to_owned())
+    }),
+    ("WARD_MEMORY_BUDGET_MB", |c, v| {
+        Ok(c.resources.memory_budget_mb = Some(num(v)?))
+    }),
+    ("WARD_TRUSTED_MODELS", |c, v| {
+        c.models.trusted = v.split(',').filter_map(non_empty).collect();
+        Ok(())
+    }),
+    ("WARD_DEFAULT_MODE", |c, v| {
+        Ok(c.runtime.default_mode = mode(v)?)
+    }),
+    ("WARD_NATIVE_ENABLED", |c, v| {
+        Ok(c.runtime.native_enabled = boolean(v)?)
+    }),
+    ("WARD_DOCKER_ENABLED", |c, v| {
+        Ok(c.runtime.docker_enabled = boolean(v)?)
+    }),
+    ("WARD_CONTAINER_IMAGE", |c, v| {
+        Ok(c.runtime.container_image = v.trim().to_owned())
+    }),
+    ("WARD_MAX_QUEUE", |c, v| Ok(c.queue.max_queue = num(v)?)),
+    ("WARD_MAX_IN_FLIGHT", |c, v| {
+        Ok(c.queue.max_in_flight = num(v)?)
+    }),
+    ("WARD_WORKER_BINARY", |c, v| {
+        Ok(c.worker.binary = non_empty(v).map(PathBuf::from))
+    }),
+    ("WARD_PYTHON", |c, v| Ok(c.worker.python = v.into())),
+    ("WARD_ONNXRUNTIME_LIBRARY", |c, v| {
+        Ok(c.worker.onnxruntime_library = non_empty(v).map(PathBuf::from))
+    }),
+    ("WARD_INTRA_OP_THREADS", |c, v| {
+        Ok(c.worker.intra_op_threads = num(v)?)
+    }),
+    ("WARD_SANDBOX_STRICT", |c, v| {
+        Ok(c.sandbox.strict = boolean(v)?)
+    }),
+    // Read by the binaries themselves (log filter, config file), listed so they are not "unknown".
+    ("WARD_LOG", |_, _| Ok(())),
+    ("WARD_CONFIG", |_, _| Ok(())),
+];
+
+impl WardConfig {
+    /// Parses `ward.yaml` text. Operator config is trusted, but still bounded.
+    pub fn from_yaml(text: &str, origin: &Path) -> Result<WardConfig, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(WardConfig::default());
+        }
+        let limits = YamlLimits {
+            max_bytes: 4 << 20,
+            max_depth: 32,
+            max_nodes: 200_000,
+            max_aliases: 1_000,
+        };
+        yaml::parse_typed(text, limits).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads `path`, or the defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<WardConfig, ConfigError> {
+        let Some(path) = path else {
+            return Ok(WardConfig::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        WardConfig::from_yaml(&text, path)
+    }
+
+    /// Applies `WARD_*` overrides from `vars` (pass `std::env::vars()`); other
+    /// variables are ignored, an unknown `WARD_*` name is an error (a typo must
+    /// not silently keep the default).
+    pub fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), ConfigError> {
+        for (var, value) in vars {
+            if !var.starts_with("WARD_") {
+                continue;
+            }
+            let Some((_, set)) = ENV_OVERRIDES.iter().find(|(name, _)| *name == var) else {
+                return Err(ConfigError::UnknownEnv { var });
+            };
+            set(self, &value).map_err(|message| ConfigError::Env {
+                var,
+                value,
+                message,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Checks cross-field rules and ranges; reports every problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut bad = Vec::new();
+        let mut positive = |name: &str, v: u64| {
+            if v == 0 {
+                bad.push(format!("{name} must be greater than 0"));
+            }
+        };
+        let t = &self.timeouts;
+        positive("timeouts.inference_ms", t.inference_ms);
+        positive("timeouts.preprocess_ms", t.preprocess_ms);
+        positive("timeouts.postprocess_ms", t.postprocess_ms);
+        positive("timeouts.load_ms", t.load_ms);
+        positive("registration.heartbeat_ms", self.registration.heartbeat_ms);
+        positive("registration.timeout_ms", self.registration.timeout_ms);
+        positive("server.body_limit_bytes", self.server.body_limit_bytes);
+        positive("queue.max_in_flight", u64::from(self.queue.max_in_flight));
+        positive(
+            "worker.intra_op_threads",
+            u64::from(self.worker.intra_op_threads),
+        );
+        positive("health.window", u64::from(self.health.window));
+        positive(
+            "health.consecutive_timeouts",
+            u64::from(self.health.consecutive_timeouts),
+        );
+        positive("logs.max_bytes", self.logs.max_bytes);
+        positive(
+            "resources.default_model_memory_mb",
+            self.resources.default_model_memory_mb,
+        );
+        if self.worker.max_frame_bytes < 4096 {
+            bad.push("worker.max_frame_bytes must be at least 4096".to_owned());
+        }
+        let h = &self.health;
+        for (name, rate) in [
+            ("health.degraded_error_rate", h.degraded_error_rate),
+            ("health.unhealthy_error_rate", h.unhealthy_error_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                bad.push(format!("{name} must be between 0 and 1, got {rate}"));
+            }
+        }
+        if h.degraded_error_rate > h.unhealthy_error_rate {
+            bad.push(
+                "health.degraded_error_rate must not exceed health.unhealthy_error_rate".to_owned(),
+            );
+        }
+        if !(h.latency_factor >= 1.0 && h.latency_factor.is_finite()) {
+            bad.push("health.latency_factor must be at least 1".to_owned());
+        }
+        let r = &self.restart;
+        if r.max_cooldown_ms < r.cooldown_ms {
+            bad.push("restart.max_cooldown_ms must not be below restart.cooldown_ms".to_owned());
+        }
+        if self.runtime.allowed_modes.is_empty() {
+            bad.push("runtime.allowed_modes lists no mode".to_owned());
+        }
+        if let Some(url) = &self.registration.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bad.push(format!(
+                    "registration.url {url:?} must be an http:// or https:// URL"
+                ));
+            }
+        }
+        if let Some(token) = &self.server.admin_token {
+            if token.len() < 16 {
+                bad.push("server.admin_token must be at least 16 characters".to_owned());
+            }
+        }
+        for id in self
+            .models
+            .trusted
+            .iter()
+            .chain(self.models.pinned_versions.keys())
+            .chain(self.models.mode_overrides.keys())
+        {
+            if let Err(e) = crate::model::ModelId::parse(id) {
+                bad.push(format!("models: {e}"));
+            }
+        }
+        for (id, versions) in &self.models.pinned_versions {
+            for v in versions {
+                if semver::Version::parse(v).is_err() {
+                    bad.push(format!(
+                        "models.pinned_versions.{id}: {v:?} is not a semantic version"
+                    ));
+                }
+            }
+        }
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(bad))
+        }
+    }
+
+    /// Loads the file (if any), applies the environment, validates.
+    pub fn resolve(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<WardConfig, ConfigError> {
+        let mut cfg = WardConfig::load(path)?;
+        cfg.apply_env(vars)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn is_trusted(&self, model_id: &str) -> bool {
+        self.models.trusted.iter().any(|t| t == model_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_come_from_the_spec() {
+        let c = WardConfig::default();
+        assert_eq!(
+            (
+                c.timeouts.inference_ms,
+                c.timeouts.preprocess_ms,
+                c.timeouts.postprocess_ms
+            ),
+            (5_000, 1_000, 1_000)
+        );
+        assert_eq!(c.timeouts.load_ms, 60_000);
+        assert_eq!(c.restart.cooldown_ms, 30_000);
+        assert_eq!(c.restart.max_retries, 3);
+        assert_eq!(c.registration.heartbeat_ms, 30_000);
+        assert_eq!(c.health.consecutive_timeouts, 3);
+        assert!(c.server.bind.ip().is_loopback());
+        assert!(c.server.admin_token.is_none());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn empty_and_partial_files_keep_defaults() {
+        assert_eq!(
+            WardConfig::from_yaml("", Path::new("w")).unwrap(),
+            WardConfig::default()
+        );
+        let c = WardConfig::from_yaml("restart:\n  max_retries: 5\n", Path::new("w")).unwrap();
+        assert_eq!(c.restart.max_retries, 5);
+        assert_eq!(c.restart.cooldown_ms, 30_000);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_types_are_errors_naming_the_field() {
+        let e = WardConfig::from_yaml("restart:\n  max_retry: 5\n", Path::new("ward.yaml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("max_retry"), "{e}");
+        let e = WardConfig::from_yaml("server:\n  bind: nowhere\n", Path::new("ward.yaml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("ward.yaml"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_fields() {
+        let mut c = WardConfig::default();
+        c.apply_env(env(&[
+            ("PATH", "/bin"),
+            ("WARD_COOLDOWN_MS", "1500"),
+            ("WARD_MAX_RETRIES", "7"),
+            ("WARD_BIND", "127.0.0.1:0"),
+            ("WARD_TRUSTED_MODELS", "digits, cnn,"),
+            ("WARD_DEFAULT_MODE", "container"),
+            ("WARD_DOCKER_ENABLED", "false"),
+            ("WARD_INFERENCE_TIMEOUT_MS", "250"),
+        ]))
+        .unwrap();
+        assert_eq!(c.restart.cooldown_ms, 1500);
+        assert_eq!(c.restart.max_retries, 7);
+        assert_eq!(c.server.bind.port(), 0);
+        assert_eq!(c.models.trusted, vec!["digits", "cnn"]);
+        assert_eq!(c.runtime.default_mode, Mode::Container);
+        assert!(!c.runtime.docker_enabled);
+        assert_eq!(c.timeouts.inference_ms, 250);
+    }
+
+    #[test]
+    fn bad_environment_values_name_the_variable() {
+        let mut c = WardConfig::default();
+        let e = c
+            .apply_env(env(&[("WARD_MAX_RETRIES", "three")]))
+            .unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Env { var, .. } if var == "WARD_MAX_RETRIES"),
+            "{e}"
+        );
+        let e = c.apply_env(env(&[("WARD_COOLDOWN", "5")])).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::UnknownEnv { var } if var == "WARD_COOLDOWN"),
+            "{e}"
+        );
+        let e = c
+            .apply_env(env(&[("WARD_DEFAULT_MODE", "vm")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("native or container"), "{e}");
+    }
+
+    #[test]
+    fn validation_reports_every_bad_value() {
+        let mut c = WardConfig::default();
+        c.timeouts.inference_ms = 0;
+        c.health.degraded_error_rate = 0.5;
+        c.health.unhealthy_error_rate = 0.2;
+        c.registration.url = Some("ftp://x".into());
+        c.server.admin_token = Some("short".into());
+        let ConfigError::Invalid(problems) = c.validate().unwrap_err() else {
+            panic!("expected Invalid");
+        };
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems[0].contains("timeouts.inference_ms"));
+    }
+}
