@@ -23,7 +23,7 @@ mod yaml;
 pub use mode::{Mode, ModeChoice, ModeInputs, ModeReason, NoMode, select_mode};
 pub use model::{
     Backend, ClassifierSpec, ColorOrder, EntryPoints, FieldSchema, FieldType, FrameFormat,
-    FrameSpec, Hardware, HostInfo, InputKind, InputSpec, Layout, ModelContract, ModelId,
+    FrameSpec, GpuInfo, Hardware, HostInfo, InputKind, InputSpec, Layout, ModelContract, ModelId,
     OutputSpec, Performance, Preprocessing, Resources, RuntimeSpec, TensorSpec, Timeouts,
     validate_version_dir,
 };

@@ -272,7 +272,8 @@ pub struct HostInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GpuInfo {
     pub name: String,
-    pub memory_mb: u64,
+    /// Total device memory; `None` when the probe could not tell.
+    pub memory_mb: Option<u64>,
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -1147,9 +1148,11 @@ fn read_hardware(top: &Obj<'_>, host: &HostInfo, p: &mut Problems) -> Option<Har
     }
     // Hardware compatibility with this host (spec 003 §3.4).
     let gpu_fits = match (&host.gpu, hw.supports_gpu) {
-        (Some(gpu), true) => hw
-            .min_gpu_memory_mb
-            .is_none_or(|need| gpu.memory_mb >= need),
+        (Some(gpu), true) => match (hw.min_gpu_memory_mb, gpu.memory_mb) {
+            (Some(need), Some(have)) => have >= need,
+            // Memory unknown: the load itself will tell.
+            _ => true,
+        },
         _ => false,
     };
     let runs_here = hw.supports_cpu || gpu_fits || (hw.supports_jetson && host.jetson);
@@ -1158,7 +1161,8 @@ fn read_hardware(top: &Obj<'_>, host: &HostInfo, p: &mut Problems) -> Option<Har
             (None, _) => "the model does not support CPU and this host has no GPU".to_owned(),
             (Some(gpu), Some(need)) if hw.supports_gpu => format!(
                 "the model needs {need} MB of GPU memory; this host's {} has {} MB",
-                gpu.name, gpu.memory_mb
+                gpu.name,
+                gpu.memory_mb.unwrap_or(0)
             ),
             (Some(_), _) => "the model supports neither CPU nor this host's GPU".to_owned(),
         };

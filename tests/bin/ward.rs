@@ -1,1 +1,4 @@
-fn main() {}
+//! `ward` under a test-only name, so that integration tests get its path.
+fn main() -> std::process::ExitCode {
+    ward_supervisor::cli::main()
+}

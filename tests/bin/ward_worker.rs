@@ -1,1 +1,4 @@
-fn main() {}
+//! `ward-worker` under a test-only name, so that integration tests get its path.
+fn main() -> std::process::ExitCode {
+    ward_worker::cli::main()
+}
