@@ -25,7 +25,7 @@ pub use model::{
     Backend, ClassifierSpec, ColorOrder, EntryPoints, FieldSchema, FieldType, FrameFormat,
     FrameSpec, GpuInfo, Hardware, HostInfo, InputKind, InputSpec, Layout, ModelContract, ModelId,
     OutputSpec, Performance, Preprocessing, Resources, RuntimeSpec, TensorSpec, Timeouts,
-    validate_version_dir,
+    validate_contract, validate_version_dir,
 };
 pub use problem::{Invalid, Problem, ProblemKind};
 pub use ward::{ConfigError, WardConfig};

@@ -297,44 +297,59 @@ const TOP_KEYS: &[&str] = &[
 /// Validates the version directory `dir` (`<root>/<model_id>/<version>/`)
 /// against spec 003 §3.4, reporting every problem found.
 pub fn validate_version_dir(dir: &Path, host: &HostInfo) -> Result<ModelContract, Invalid> {
+    let text = read_contract_file(dir)?;
+    validate_contract(&text, dir, host)
+}
+
+/// Validates contract `text` as if it were `dir`'s model.yaml: every file it
+/// names is looked up under `dir`.
+pub fn validate_contract(
+    text: &str,
+    dir: &Path,
+    host: &HostInfo,
+) -> Result<ModelContract, Invalid> {
+    let tree = yaml::parse_value(text, YamlLimits::UNTRUSTED).map_err(|e| {
+        single(
+            CONTRACT_FILE,
+            ProblemKind::Syntax,
+            format!("not valid YAML: {e}"),
+        )
+    })?;
     let mut p = Problems::default();
-    let file = dir.join(CONTRACT_FILE);
-    let text = match std::fs::read(&file) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(text) => text,
-            Err(_) => return Err(single(CONTRACT_FILE, ProblemKind::Syntax, "not UTF-8 text")),
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(single(
-                CONTRACT_FILE,
-                ProblemKind::FileMissing,
-                "model.yaml does not exist",
-            ));
-        }
-        Err(e) => {
-            return Err(single(
-                CONTRACT_FILE,
-                ProblemKind::FileMissing,
-                format!("cannot read: {e}"),
-            ));
-        }
-    };
-    let tree = match yaml::parse_value(&text, YamlLimits::UNTRUSTED) {
-        Ok(tree) => tree,
-        Err(e) => {
-            return Err(single(
-                CONTRACT_FILE,
-                ProblemKind::Syntax,
-                format!("not valid YAML: {e}"),
-            ));
-        }
-    };
     let contract = Obj::new(&tree, String::new(), &mut p)
         .and_then(|top| read_contract(&top, dir, host, &mut p));
     match contract {
         Some(c) if p.is_empty() => Ok(c),
         _ => Err(Invalid { problems: p.0 }),
     }
+}
+
+/// Reads model.yaml, never more than the parsing budget allows (a plugin
+/// could ship a multi-gigabyte "contract").
+fn read_contract_file(dir: &Path) -> Result<String, Invalid> {
+    use std::io::Read;
+    let missing = |message: String| single(CONTRACT_FILE, ProblemKind::FileMissing, message);
+    let file = match std::fs::File::open(dir.join(CONTRACT_FILE)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(missing("model.yaml does not exist".to_owned()));
+        }
+        Err(e) => return Err(missing(format!("cannot read: {e}"))),
+    };
+    let max = YamlLimits::UNTRUSTED.max_bytes;
+    let mut bytes = Vec::new();
+    if let Err(e) = file.take(max as u64 + 1).read_to_end(&mut bytes) {
+        return Err(missing(format!("cannot read: {e}")));
+    }
+    if bytes.len() > max {
+        return Err(single(
+            CONTRACT_FILE,
+            ProblemKind::Syntax,
+            format!("larger than the {max}-byte limit for a contract"),
+        ));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| single(CONTRACT_FILE, ProblemKind::Syntax, "not UTF-8 text"))
 }
 
 fn single(path: &str, kind: ProblemKind, message: impl Into<String>) -> Invalid {

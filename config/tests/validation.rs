@@ -421,7 +421,7 @@ fn gpu_model_needing_more_memory_than_the_host_has() {
     let host = HostInfo {
         gpu: Some(GpuInfo {
             name: "T4".into(),
-            memory_mb: 16_000,
+            memory_mb: Some(16_000),
         }),
         jetson: false,
     };
@@ -432,7 +432,7 @@ fn gpu_model_needing_more_memory_than_the_host_has() {
     let big = HostInfo {
         gpu: Some(GpuInfo {
             name: "H100".into(),
-            memory_mb: 81_000,
+            memory_mb: Some(81_000),
         }),
         jetson: false,
     };
