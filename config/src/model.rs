@@ -24,6 +24,8 @@ pub const DEFAULT_WEIGHTS: &str = "weights/model.onnx";
 pub const DEFAULT_INFERENCE: &str = "inference.py";
 pub const DEFAULT_PREPROCESS: &str = "preprocessing.py";
 pub const DEFAULT_POSTPROCESS: &str = "postprocessing.py";
+/// The schema field a classifier with `top_k > 1` fills with its best candidates.
+pub const CLASSIFIER_CANDIDATES: &str = "candidates";
 
 /// A model identifier: ASCII letters, digits and underscores, 1–64 long, and a
 /// letter or digit first (spec 003 §4.2 says "alphanumeric + underscore").
@@ -327,29 +329,55 @@ pub fn validate_contract(
 /// Reads model.yaml, never more than the parsing budget allows (a plugin
 /// could ship a multi-gigabyte "contract").
 fn read_contract_file(dir: &Path) -> Result<String, Invalid> {
+    read_bounded(&dir.join(CONTRACT_FILE)).map_err(|e| match e {
+        BoundedRead::Missing => single(
+            CONTRACT_FILE,
+            ProblemKind::FileMissing,
+            "model.yaml does not exist",
+        ),
+        BoundedRead::Io(e) => single(
+            CONTRACT_FILE,
+            ProblemKind::FileMissing,
+            format!("cannot read: {e}"),
+        ),
+        other => single(CONTRACT_FILE, ProblemKind::Syntax, other.to_string()),
+    })
+}
+
+/// Reads a plugin's `config.yaml` (as untrusted as its model.yaml) into a
+/// generic tree, for handing to the plugin.
+pub fn read_plugin_config(path: &Path) -> Result<Value, String> {
+    let text = read_bounded(path).map_err(|e| e.to_string())?;
+    yaml::parse_value(&text, YamlLimits::UNTRUSTED).map_err(|e| format!("not valid YAML: {e}"))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BoundedRead {
+    #[error("does not exist")]
+    Missing,
+    #[error("cannot read: {0}")]
+    Io(std::io::Error),
+    #[error("larger than the {0}-byte limit")]
+    TooLarge(usize),
+    #[error("not UTF-8 text")]
+    NotUtf8,
+}
+
+fn read_bounded(path: &Path) -> Result<String, BoundedRead> {
     use std::io::Read;
-    let missing = |message: String| single(CONTRACT_FILE, ProblemKind::FileMissing, message);
-    let file = match std::fs::File::open(dir.join(CONTRACT_FILE)) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(missing("model.yaml does not exist".to_owned()));
-        }
-        Err(e) => return Err(missing(format!("cannot read: {e}"))),
-    };
+    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => BoundedRead::Missing,
+        _ => BoundedRead::Io(e),
+    })?;
     let max = YamlLimits::UNTRUSTED.max_bytes;
     let mut bytes = Vec::new();
-    if let Err(e) = file.take(max as u64 + 1).read_to_end(&mut bytes) {
-        return Err(missing(format!("cannot read: {e}")));
-    }
+    file.take(max as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(BoundedRead::Io)?;
     if bytes.len() > max {
-        return Err(single(
-            CONTRACT_FILE,
-            ProblemKind::Syntax,
-            format!("larger than the {max}-byte limit for a contract"),
-        ));
+        return Err(BoundedRead::TooLarge(max));
     }
-    String::from_utf8(bytes)
-        .map_err(|_| single(CONTRACT_FILE, ProblemKind::Syntax, "not UTF-8 text"))
+    String::from_utf8(bytes).map_err(|_| BoundedRead::NotUtf8)
 }
 
 fn single(path: &str, kind: ProblemKind, message: impl Into<String>) -> Invalid {
@@ -960,7 +988,15 @@ fn read_output(o: &Obj<'_>, dir: &Path, p: &mut Problems) -> Option<OutputSpec> 
         None => Some(None),
     };
     if let (Some(schema), Some(Some(c))) = (&schema, &classifier) {
-        for field in [&c.label_field, &c.confidence_field] {
+        let candidates = (c.top_k > 1).then(|| CLASSIFIER_CANDIDATES.to_owned());
+        for field in [
+            Some(&c.label_field),
+            Some(&c.confidence_field),
+            candidates.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             if !schema.contains_key(field) {
                 p.push(
                     join("output.schema", field),

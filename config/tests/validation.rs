@@ -159,6 +159,18 @@ output:
 "#;
     let f = Fixture::onnx(yaml);
     f.file("labels.txt", "zero\none\n");
+    assert_eq!(
+        f.problems(&cpu_host()),
+        vec![("output.schema.candidates".to_owned(), ProblemKind::Missing)],
+        "top_k > 1 fills `candidates`, which the schema must declare"
+    );
+    f.file(
+        "model.yaml",
+        &yaml.replace(
+            "    confidence: {type: float, min: 0.0, max: 1.0}\n",
+            "    confidence: {type: float, min: 0.0, max: 1.0}\n    candidates: {type: array, items: {type: object, properties: {label: {type: string}, confidence: {type: float}}}}\n",
+        ),
+    );
     let c = validate_version_dir(&f.dir, &cpu_host()).unwrap();
     let frame = c.input.frame.unwrap();
     assert_eq!(frame.channels, 1);

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Sets up everything ward needs on a fresh machine, then runs one job:
+#
+#   ./setup.sh serve   set up, build, and run ward on the bundled models
+#   ./setup.sh test    set up, build, and run every test
+#
+# Set-up is idempotent and quiet when there is nothing to do. It installs what
+# is missing: cargo-nextest, a Python virtualenv (.venv) with the pinned
+# packages (numpy, scikit-learn, skl2onnx, onnx, and onnxruntime, whose wheel
+# carries the ONNX Runtime shared library the worker loads), then builds.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+root=$PWD
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+ensure_rust() {
+  command -v cargo >/dev/null || die "cargo not found: install Rust (stable, >= 1.92) first"
+  if ! cargo nextest --version >/dev/null 2>&1; then
+    say "installing cargo-nextest"
+    cargo install cargo-nextest --locked --quiet
+  fi
+}
+
+ensure_python() {
+  local python=${PYTHON:-python3}
+  command -v "$python" >/dev/null || die "$python not found"
+  local stamp=.venv/.ward-requirements
+  local want
+  want=$(cat models/requirements.txt | sha256sum | cut -d' ' -f1)
+  if [[ ! -x .venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+    say "creating the Python environment in .venv"
+    "$python" -m venv .venv
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -r models/requirements.txt
+    echo "$want" > "$stamp"
+  fi
+  # The ONNX Runtime library ships inside the onnxruntime wheel.
+  local lib
+  lib=$(ls "$root"/.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -n 1)
+  [[ -n "$lib" ]] || die "the onnxruntime wheel in .venv carries no libonnxruntime.so"
+  export ORT_DYLIB_PATH=$lib
+  export WARD_PYTHON=$root/.venv/bin/python
+}
+
+build() {
+  cargo build --workspace --locked --quiet
+}
+
+case "${1:-}" in
+  serve)
+    ensure_rust; ensure_python; build
+    exec target/debug/ward validate models
+    ;;
+  test)
+    ensure_rust; ensure_python; build
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
+    cargo check --manifest-path fuzz/Cargo.toml --locked --quiet
+    .venv/bin/python models/generate.py --check
+    cargo nextest run --workspace --locked --no-fail-fast
+    ;;
+  *)
+    echo "usage: ./setup.sh serve | ./setup.sh test" >&2
+    exit 2
+    ;;
+esac
