@@ -407,14 +407,14 @@ fn read_contract(
                 None
             }
         });
-    if let (Some(id), Some(parent)) = (&model_id, dir.parent().and_then(dir_name)) {
-        if id.as_str() != parent {
-            p.push(
-                "model_id",
-                ProblemKind::Mismatch,
-                format!("model_id {id:?} does not match its directory name {parent:?}"),
-            );
-        }
+    if let (Some(id), Some(parent)) = (&model_id, dir.parent().and_then(dir_name))
+        && id.as_str() != parent
+    {
+        p.push(
+            "model_id",
+            ProblemKind::Mismatch,
+            format!("model_id {id:?} does not match its directory name {parent:?}"),
+        );
     }
 
     let version = top
@@ -473,23 +473,23 @@ fn read_contract(
         match backend {
             Backend::Onnx => {
                 check_file(dir, &weights, "weights", p);
-                if let Some(input) = &input {
-                    if input.tensors.is_empty() {
-                        p.push(
-                            "input.tensors",
-                            ProblemKind::Missing,
-                            "an onnx model must declare its input tensors",
-                        );
-                    }
+                if let Some(input) = &input
+                    && input.tensors.is_empty()
+                {
+                    p.push(
+                        "input.tensors",
+                        ProblemKind::Missing,
+                        "an onnx model must declare its input tensors",
+                    );
                 }
-                if let Some(output) = &output {
-                    if output.tensors.is_empty() {
-                        p.push(
-                            "output.tensors",
-                            ProblemKind::Missing,
-                            "an onnx model must declare its output tensors",
-                        );
-                    }
+                if let Some(output) = &output
+                    && output.tensors.is_empty()
+                {
+                    p.push(
+                        "output.tensors",
+                        ProblemKind::Missing,
+                        "an onnx model must declare its output tensors",
+                    );
                 }
             }
             Backend::Python => {
@@ -508,14 +508,15 @@ fn read_contract(
 
     // Cross-field rules.
     if let (Some(input), Some(output)) = (&input, &output) {
-        if let Some(c) = &output.classifier {
-            if !output.tensors.is_empty() && !output.tensors.iter().any(|t| t.name == c.tensor) {
-                p.push(
-                    "output.classifier.tensor",
-                    ProblemKind::InvalidValue,
-                    format!("{:?} is not one of the declared output tensors", c.tensor),
-                );
-            }
+        if let Some(c) = &output.classifier
+            && !output.tensors.is_empty()
+            && !output.tensors.iter().any(|t| t.name == c.tensor)
+        {
+            p.push(
+                "output.classifier.tensor",
+                ProblemKind::InvalidValue,
+                format!("{:?} is not one of the declared output tensors", c.tensor),
+            );
         }
         if let Some(frame) = &input.frame {
             if backend == Some(Backend::Onnx) && input.tensors.len() != 1 {
@@ -567,14 +568,14 @@ fn read_version(v: &Value, dir: &Path, p: &mut Problems) -> Option<semver::Versi
             return None;
         }
     };
-    if let Some(name) = dir_name(dir) {
-        if name != s {
-            p.push(
-                "version",
-                ProblemKind::Mismatch,
-                format!("version {s:?} does not match its directory name {name:?}"),
-            );
-        }
+    if let Some(name) = dir_name(dir)
+        && name != s
+    {
+        p.push(
+            "version",
+            ProblemKind::Mismatch,
+            format!("version {s:?} does not match its directory name {name:?}"),
+        );
     }
     Some(version)
 }
@@ -765,23 +766,23 @@ fn read_frame(o: &Obj<'_>, p: &mut Problems) -> Option<FrameSpec> {
             None => None,
         },
     };
-    if let (Some(lo), Some(hi)) = (min_width, max_width) {
-        if lo > hi {
-            p.push(
-                o.at("max_width"),
-                ProblemKind::InvalidValue,
-                format!("max_width {hi} is below min_width {lo}"),
-            );
-        }
+    if let (Some(lo), Some(hi)) = (min_width, max_width)
+        && lo > hi
+    {
+        p.push(
+            o.at("max_width"),
+            ProblemKind::InvalidValue,
+            format!("max_width {hi} is below min_width {lo}"),
+        );
     }
-    if let (Some(lo), Some(hi)) = (min_height, max_height) {
-        if lo > hi {
-            p.push(
-                o.at("max_height"),
-                ProblemKind::InvalidValue,
-                format!("max_height {hi} is below min_height {lo}"),
-            );
-        }
+    if let (Some(lo), Some(hi)) = (min_height, max_height)
+        && lo > hi
+    {
+        p.push(
+            o.at("max_height"),
+            ProblemKind::InvalidValue,
+            format!("max_height {hi} is below min_height {lo}"),
+        );
     }
     let preprocessing = read_preprocessing(o, channels.unwrap_or(3), p);
     Some(FrameSpec {
@@ -905,14 +906,14 @@ fn read_preprocessing(input: &Obj<'_>, channels: u32, p: &mut Problems) -> Optio
     };
     let mean = per_channel("mean", 0.0, p);
     let std = per_channel("std", 1.0, p);
-    if let Some(std) = &std {
-        if std.iter().any(|s| *s == 0.0) {
-            p.push(
-                o.at("std"),
-                ProblemKind::InvalidValue,
-                "std values must not be zero",
-            );
-        }
+    if let Some(std) = &std
+        && std.contains(&0.0)
+    {
+        p.push(
+            o.at("std"),
+            ProblemKind::InvalidValue,
+            "std values must not be zero",
+        );
     }
     Some(Preprocessing {
         resize: resize?,
@@ -1094,14 +1095,14 @@ fn read_field(v: &Value, path: &str, depth: usize, p: &mut Problems) -> Option<F
             o.known(&["type", "optional", "min", "max"], p);
             let min = o.float("min", f64::MIN, f64::MAX, p);
             let max = o.float("max", f64::MIN, f64::MAX, p);
-            if let (Some(lo), Some(hi)) = (min, max) {
-                if lo > hi {
-                    p.push(
-                        o.at("max"),
-                        ProblemKind::InvalidValue,
-                        format!("max {hi} is below min {lo}"),
-                    );
-                }
+            if let (Some(lo), Some(hi)) = (min, max)
+                && lo > hi
+            {
+                p.push(
+                    o.at("max"),
+                    ProblemKind::InvalidValue,
+                    format!("max {hi} is below min {lo}"),
+                );
             }
             FieldType::Float { min, max }
         }
@@ -1294,10 +1295,10 @@ fn read_runtime(top: &Obj<'_>, p: &mut Problems) -> Option<RuntimeSpec> {
         Some(items) => {
             let mut modes = Vec::new();
             for (i, v) in items.iter().enumerate() {
-                if let Some(m) = as_choice(v, &index(&o.at("modes"), i), &modes_table, p) {
-                    if !modes.contains(&m) {
-                        modes.push(m);
-                    }
+                if let Some(m) = as_choice(v, &index(&o.at("modes"), i), &modes_table, p)
+                    && !modes.contains(&m)
+                {
+                    modes.push(m);
                 }
             }
             if modes.is_empty() && !items.is_empty() {
@@ -1313,14 +1314,14 @@ fn read_runtime(top: &Obj<'_>, p: &mut Problems) -> Option<RuntimeSpec> {
         None => Some(vec![Mode::Native, Mode::Container]),
     };
     let preferred = o.choice("preferred", &modes_table, p);
-    if let (Some(pref), Some(modes)) = (preferred, &modes) {
-        if !modes.contains(&pref) {
-            p.push(
-                o.at("preferred"),
-                ProblemKind::InvalidValue,
-                format!("{} is not one of runtime.modes", pref.as_str()),
-            );
-        }
+    if let (Some(pref), Some(modes)) = (preferred, &modes)
+        && !modes.contains(&pref)
+    {
+        p.push(
+            o.at("preferred"),
+            ProblemKind::InvalidValue,
+            format!("{} is not one of runtime.modes", pref.as_str()),
+        );
     }
     let image = o.str("image", p).map(str::to_owned);
     Some(RuntimeSpec {

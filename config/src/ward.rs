@@ -388,81 +388,121 @@ fn non_empty(v: &str) -> Option<String> {
 
 /// Every `WARD_*` variable and the field it sets.
 pub const ENV_OVERRIDES: &[(&str, Setter)] = &[
-    ("WARD_MODEL_ROOT", |c, v| Ok(c.model_root = v.into())),
-    ("WARD_LOG_DIR", |c, v| Ok(c.log_dir = v.into())),
-    ("WARD_RUN_DIR", |c, v| Ok(c.run_dir = v.into())),
-    ("WARD_BIND", |c, v| Ok(c.server.bind = num(v)?)),
+    ("WARD_MODEL_ROOT", |c, v| {
+        let _: () = c.model_root = v.into();
+        Ok(())
+    }),
+    ("WARD_LOG_DIR", |c, v| {
+        let _: () = c.log_dir = v.into();
+        Ok(())
+    }),
+    ("WARD_RUN_DIR", |c, v| {
+        let _: () = c.run_dir = v.into();
+        Ok(())
+    }),
+    ("WARD_BIND", |c, v| {
+        let _: () = c.server.bind = num(v)?;
+        Ok(())
+    }),
     ("WARD_BODY_LIMIT_BYTES", |c, v| {
-        Ok(c.server.body_limit_bytes = num(v)?)
+        let _: () = c.server.body_limit_bytes = num(v)?;
+        Ok(())
     }),
     ("WARD_ADMIN_TOKEN", |c, v| {
-        Ok(c.server.admin_token = non_empty(v))
+        let _: () = c.server.admin_token = non_empty(v);
+        Ok(())
     }),
     ("WARD_ROUTE_UNVERSIONED_TO_LATEST", |c, v| {
-        Ok(c.server.route_unversioned_to_latest = boolean(v)?)
+        let _: () = c.server.route_unversioned_to_latest = boolean(v)?;
+        Ok(())
     }),
     ("WARD_INFERENCE_TIMEOUT_MS", |c, v| {
-        Ok(c.timeouts.inference_ms = num(v)?)
+        let _: () = c.timeouts.inference_ms = num(v)?;
+        Ok(())
     }),
     ("WARD_PREPROCESS_TIMEOUT_MS", |c, v| {
-        Ok(c.timeouts.preprocess_ms = num(v)?)
+        let _: () = c.timeouts.preprocess_ms = num(v)?;
+        Ok(())
     }),
     ("WARD_POSTPROCESS_TIMEOUT_MS", |c, v| {
-        Ok(c.timeouts.postprocess_ms = num(v)?)
+        let _: () = c.timeouts.postprocess_ms = num(v)?;
+        Ok(())
     }),
     ("WARD_LOAD_TIMEOUT_MS", |c, v| {
-        Ok(c.timeouts.load_ms = num(v)?)
+        let _: () = c.timeouts.load_ms = num(v)?;
+        Ok(())
     }),
     ("WARD_COOLDOWN_MS", |c, v| {
-        Ok(c.restart.cooldown_ms = num(v)?)
+        let _: () = c.restart.cooldown_ms = num(v)?;
+        Ok(())
     }),
     ("WARD_MAX_RETRIES", |c, v| {
-        Ok(c.restart.max_retries = num(v)?)
+        let _: () = c.restart.max_retries = num(v)?;
+        Ok(())
     }),
     ("WARD_HEARTBEAT_MS", |c, v| {
-        Ok(c.registration.heartbeat_ms = num(v)?)
+        let _: () = c.registration.heartbeat_ms = num(v)?;
+        Ok(())
     }),
     ("WARD_REGISTRATION_URL", |c, v| {
-        Ok(c.registration.url = non_empty(v))
+        let _: () = c.registration.url = non_empty(v);
+        Ok(())
     }),
     ("WARD_RUNTIME_ID", |c, v| {
-        Ok(c.registration.runtime_id = v.trim().to_owned())
+        let _: () = c.registration.runtime_id = v.trim().to_owned();
+        Ok(())
     }),
     ("WARD_MEMORY_BUDGET_MB", |c, v| {
-        Ok(c.resources.memory_budget_mb = Some(num(v)?))
+        let _: () = c.resources.memory_budget_mb = Some(num(v)?);
+        Ok(())
     }),
     ("WARD_TRUSTED_MODELS", |c, v| {
         c.models.trusted = v.split(',').filter_map(non_empty).collect();
         Ok(())
     }),
     ("WARD_DEFAULT_MODE", |c, v| {
-        Ok(c.runtime.default_mode = mode(v)?)
+        let _: () = c.runtime.default_mode = mode(v)?;
+        Ok(())
     }),
     ("WARD_NATIVE_ENABLED", |c, v| {
-        Ok(c.runtime.native_enabled = boolean(v)?)
+        let _: () = c.runtime.native_enabled = boolean(v)?;
+        Ok(())
     }),
     ("WARD_DOCKER_ENABLED", |c, v| {
-        Ok(c.runtime.docker_enabled = boolean(v)?)
+        let _: () = c.runtime.docker_enabled = boolean(v)?;
+        Ok(())
     }),
     ("WARD_CONTAINER_IMAGE", |c, v| {
-        Ok(c.runtime.container_image = v.trim().to_owned())
+        let _: () = c.runtime.container_image = v.trim().to_owned();
+        Ok(())
     }),
-    ("WARD_MAX_QUEUE", |c, v| Ok(c.queue.max_queue = num(v)?)),
+    ("WARD_MAX_QUEUE", |c, v| {
+        let _: () = c.queue.max_queue = num(v)?;
+        Ok(())
+    }),
     ("WARD_MAX_IN_FLIGHT", |c, v| {
-        Ok(c.queue.max_in_flight = num(v)?)
+        let _: () = c.queue.max_in_flight = num(v)?;
+        Ok(())
     }),
     ("WARD_WORKER_BINARY", |c, v| {
-        Ok(c.worker.binary = non_empty(v).map(PathBuf::from))
+        let _: () = c.worker.binary = non_empty(v).map(PathBuf::from);
+        Ok(())
     }),
-    ("WARD_PYTHON", |c, v| Ok(c.worker.python = v.into())),
+    ("WARD_PYTHON", |c, v| {
+        let _: () = c.worker.python = v.into();
+        Ok(())
+    }),
     ("WARD_ONNXRUNTIME_LIBRARY", |c, v| {
-        Ok(c.worker.onnxruntime_library = non_empty(v).map(PathBuf::from))
+        let _: () = c.worker.onnxruntime_library = non_empty(v).map(PathBuf::from);
+        Ok(())
     }),
     ("WARD_INTRA_OP_THREADS", |c, v| {
-        Ok(c.worker.intra_op_threads = num(v)?)
+        let _: () = c.worker.intra_op_threads = num(v)?;
+        Ok(())
     }),
     ("WARD_SANDBOX_STRICT", |c, v| {
-        Ok(c.sandbox.strict = boolean(v)?)
+        let _: () = c.sandbox.strict = boolean(v)?;
+        Ok(())
     }),
     // Read by the binaries themselves (log filter, config file), listed so they are not "unknown".
     ("WARD_LOG", |_, _| Ok(())),
@@ -580,17 +620,17 @@ impl WardConfig {
         if self.runtime.allowed_modes.is_empty() {
             bad.push("runtime.allowed_modes lists no mode".to_owned());
         }
-        if let Some(url) = &self.registration.url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                bad.push(format!(
-                    "registration.url {url:?} must be an http:// or https:// URL"
-                ));
-            }
+        if let Some(url) = &self.registration.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bad.push(format!(
+                "registration.url {url:?} must be an http:// or https:// URL"
+            ));
         }
-        if let Some(token) = &self.server.admin_token {
-            if token.len() < 16 {
-                bad.push("server.admin_token must be at least 16 characters".to_owned());
-            }
+        if let Some(token) = &self.server.admin_token
+            && token.len() < 16
+        {
+            bad.push("server.admin_token must be at least 16 characters".to_owned());
         }
         for id in self
             .models

@@ -1,5 +1,6 @@
 //! Every rule of model.yaml validation has a failing fixture here, and each test
 //! checks the field path and kind of the problem it reports.
+#![allow(clippy::unwrap_used)] // Tests unwrap: a panic is the failure report.
 
 use std::fs;
 use std::path::{Path, PathBuf};

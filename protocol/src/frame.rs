@@ -69,7 +69,7 @@ impl FrameLimit {
 
     /// Splits one frame off the front of `buf` without copying: `Ok(None)` when
     /// more bytes are needed, else the payload and the bytes the frame used.
-    pub fn split<'a>(self, buf: &'a [u8]) -> Result<Option<(&'a [u8], usize)>, ProtocolError> {
+    pub fn split(self, buf: &[u8]) -> Result<Option<(&[u8], usize)>, ProtocolError> {
         let Some((header, rest)) = buf.split_first_chunk::<HEADER_LEN>() else {
             return Ok(None);
         };

@@ -259,7 +259,7 @@ impl Tensor {
 
     /// Reads an `FP32` tensor's values; `None` for another datatype or a ragged length.
     pub fn to_f32(&self) -> Option<Vec<f32>> {
-        if self.datatype != DataType::Fp32 || self.data.len() % 4 != 0 {
+        if self.datatype != DataType::Fp32 || !self.data.len().is_multiple_of(4) {
             return None;
         }
         Some(

@@ -1,4 +1,8 @@
 //! ward's integration tests: one test target that runs the real binaries
 //! (`it-ward`, `it-ward-worker`) against real models and real sockets.
 
+#![allow(clippy::unwrap_used)] // Tests unwrap: a panic is the failure report.
+
+mod support;
 mod validate;
+mod worker;

@@ -1,84 +1,80 @@
-//! Command line and connection set-up of `ward-worker`.
+//! Command line of `ward-worker`.
 
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 
-use ward_protocol::{
-    FrameLimit, FromWorker, Hello, LoadErrorKind, LoadFailed, PROTOCOL_VERSION, ProtocolError,
-    ToWorker, WorkerStats, read_message, write_message,
-};
+use ward_protocol::{FrameLimit, ProtocolError};
 
-use crate::stats;
+use crate::server::{self, Exit, Server};
 
-const USAGE: &str = "usage: ward-worker --socket PATH   (token in WARD_WORKER_TOKEN)";
+const USAGE: &str = "\
+usage: ward-worker --socket PATH [--max-frame BYTES]
+       ward-worker --fd N [--max-frame BYTES]
+The one-time handshake token is read from WARD_WORKER_TOKEN.";
+
+/// Exit status when the backend died under a request (e.g. the plugin process
+/// exited): distinct from a crash of the worker itself.
+pub const EXIT_BACKEND_DIED: u8 = 70;
+
+enum Target {
+    Socket(String),
+    Fd(i32),
+}
+
+fn parse(args: &[String]) -> Option<(Target, FrameLimit)> {
+    let mut target = None;
+    let mut limit = FrameLimit::DEFAULT;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next()?;
+        match flag.as_str() {
+            "--socket" => target = Some(Target::Socket(value.clone())),
+            "--fd" => target = Some(Target::Fd(value.parse().ok().filter(|fd| *fd > 2)?)),
+            "--max-frame" => limit = FrameLimit::new(value.parse().ok()?),
+            _ => return None,
+        }
+    }
+    Some((target?, limit))
+}
 
 pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let socket = match args.as_slice() {
-        [flag, path] if flag == "--socket" => path.clone(),
-        _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
+    let Some((target, limit)) = parse(&args) else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    // The token must not leak into the plugin's environment.
+    let token = std::env::var("WARD_WORKER_TOKEN").unwrap_or_default();
+    // SAFETY: single-threaded at this point; nothing else reads the environment concurrently.
+    unsafe { std::env::remove_var("WARD_WORKER_TOKEN") };
+    let result = match target {
+        Target::Socket(path) => server::serve_socket(&path, token, limit),
+        Target::Fd(fd) => {
+            // SAFETY: the supervisor passes us this descriptor and nothing else owns it.
+            let stream = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+            stream
+                .try_clone()
+                .map_err(|e| Exit::Protocol(ProtocolError::from(e)))
+                .and_then(|writer| Server::connect(stream, writer, token, limit))
+                .and_then(Server::run)
         }
     };
-    let token = std::env::var("WARD_WORKER_TOKEN").unwrap_or_default();
-    match serve(&socket, token) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Exit::Backend(why)) => {
+            eprintln!("ward-worker: {why}");
+            ExitCode::from(EXIT_BACKEND_DIED)
+        }
         Err(e) => {
-            eprintln!("ward-worker: {e}");
+            let mut msg = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            eprintln!("ward-worker: {msg}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Connects, shakes hands and answers the supervisor until it hangs up.
-fn serve(socket: &str, token: String) -> Result<(), ProtocolError> {
-    let mut stream = UnixStream::connect(socket)?;
-    let limit = FrameLimit::DEFAULT;
-    let mut buf = Vec::new();
-    let hello = FromWorker::Hello(Hello {
-        protocol_version: PROTOCOL_VERSION,
-        pid: std::process::id(),
-        token,
-    });
-    write_message(&mut stream, &hello, limit, &mut buf)?;
-    match read_message::<ToWorker>(&mut stream, limit, &mut buf)? {
-        ToWorker::Welcome { .. } => {}
-        ToWorker::Refused { reason } => {
-            eprintln!("ward-worker: refused by the supervisor: {reason}");
-            return Ok(());
-        }
-        other => {
-            eprintln!("ward-worker: expected Welcome, got {other:?}");
-            return Ok(());
-        }
-    }
-    let mut out = Vec::new();
-    loop {
-        let msg = match read_message::<ToWorker>(&mut stream, limit, &mut buf) {
-            Ok(msg) => msg,
-            // The supervisor hung up: nothing left to serve.
-            Err(ProtocolError::Closed) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let reply = match msg {
-            ToWorker::Ping { seq } => FromWorker::Pong {
-                seq,
-                stats: WorkerStats {
-                    rss_bytes: stats::rss_bytes(),
-                    ..WorkerStats::default()
-                },
-            },
-            ToWorker::Load(_) => FromWorker::LoadFailed(LoadFailed {
-                kind: LoadErrorKind::Runtime,
-                message: "this ward-worker build has no model backend".to_owned(),
-            }),
-            ToWorker::Shutdown => return Ok(()),
-            other => {
-                eprintln!("ward-worker: unexpected {other:?}");
-                continue;
-            }
-        };
-        write_message(&mut stream, &reply, limit, &mut out)?;
     }
 }
