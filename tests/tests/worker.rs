@@ -574,3 +574,51 @@ fn example_python_plugin_runs_its_whole_layout() {
         "cannot decode the JPEG frame",
     );
 }
+
+#[test]
+fn frame_model_reads_pictures_of_digits() {
+    let dir = model("models/digit_image/1.0.0");
+    let mut w = Worker::loaded(&dir);
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir.join("samples")).unwrap() {
+        let path = entry.unwrap().path();
+        let digit = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let format = match path.extension().and_then(|e| e.to_str()) {
+            Some("png") => ImageFormat::Png,
+            Some("jpg") => ImageFormat::Jpeg,
+            other => panic!("unexpected sample {other:?}"),
+        };
+        let ok = expect_ok(w.infer(frame(format, std::fs::read(&path).unwrap())));
+        let out: serde_json::Value =
+            serde_json::from_str(ok.structured.as_deref().expect("structured output")).unwrap();
+        assert_eq!(out["label"], digit.as_str(), "{}: {out}", path.display());
+        let confidence = out["confidence"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&confidence), "{out}");
+        assert_eq!(out["candidates"].as_array().unwrap().len(), 3, "{out}");
+        assert_eq!(out["candidates"][0]["label"], digit.as_str());
+        assert!(
+            ok.outputs.iter().any(|t| t.name == "probabilities"),
+            "raw outputs come along"
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 11, "ten PNGs and a JPEG");
+    expect_err(
+        w.infer(frame(ImageFormat::Png, png(7, 7, |_, _| [0, 0, 0]))),
+        InferErrorKind::InvalidInput,
+        "below the minimum 8x8",
+    );
+    let mut jpeg = std::fs::read(dir.join("samples/7.jpg")).unwrap();
+    jpeg.truncate(jpeg.len() / 3);
+    jpeg[200..260].fill(0xff);
+    expect_err(
+        w.infer(frame(ImageFormat::Jpeg, jpeg)),
+        InferErrorKind::InvalidInput,
+        "cannot decode the JPEG frame",
+    );
+    // Still serving after the bad ones.
+    expect_ok(w.infer(frame(
+        ImageFormat::Png,
+        std::fs::read(dir.join("samples/0.png")).unwrap(),
+    )));
+}

@@ -3,15 +3,16 @@
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use ward_protocol::{FrameLimit, ProtocolError};
 
 use crate::server::{self, Exit, Server};
 
 const USAGE: &str = "\
-usage: ward-worker --socket PATH [--max-frame BYTES]
-       ward-worker --fd N [--max-frame BYTES]
-The one-time handshake token is read from WARD_WORKER_TOKEN.";
+usage: ward-worker (--socket PATH | --fd N) [--max-frame BYTES] [--spin-us MICROSECONDS]
+The one-time handshake token is read from WARD_WORKER_TOKEN. --spin-us bounds how
+long the worker polls for the next request before sleeping (default 50, 0 = never).";
 
 /// Exit status when the backend died under a request (e.g. the plugin process
 /// exited): distinct from a crash of the worker itself.
@@ -22,9 +23,19 @@ enum Target {
     Fd(i32),
 }
 
-fn parse(args: &[String]) -> Option<(Target, FrameLimit)> {
+/// Default of `--spin-us`.
+pub const DEFAULT_SPIN_US: u64 = 50;
+
+struct Options {
+    target: Target,
+    limit: FrameLimit,
+    spin: Duration,
+}
+
+fn parse(args: &[String]) -> Option<Options> {
     let mut target = None;
     let mut limit = FrameLimit::DEFAULT;
+    let mut spin = Duration::from_micros(DEFAULT_SPIN_US);
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let value = it.next()?;
@@ -32,15 +43,27 @@ fn parse(args: &[String]) -> Option<(Target, FrameLimit)> {
             "--socket" => target = Some(Target::Socket(value.clone())),
             "--fd" => target = Some(Target::Fd(value.parse().ok().filter(|fd| *fd > 2)?)),
             "--max-frame" => limit = FrameLimit::new(value.parse().ok()?),
+            "--spin-us" => {
+                spin = Duration::from_micros(value.parse().ok().filter(|us| *us <= 10_000)?);
+            }
             _ => return None,
         }
     }
-    Some((target?, limit))
+    Some(Options {
+        target: target?,
+        limit,
+        spin,
+    })
 }
 
 pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some((target, limit)) = parse(&args) else {
+    let Some(Options {
+        target,
+        limit,
+        spin,
+    }) = parse(&args)
+    else {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
@@ -49,14 +72,14 @@ pub fn main() -> ExitCode {
     // SAFETY: single-threaded at this point; nothing else reads the environment concurrently.
     unsafe { std::env::remove_var("WARD_WORKER_TOKEN") };
     let result = match target {
-        Target::Socket(path) => server::serve_socket(&path, token, limit),
+        Target::Socket(path) => server::serve_socket(&path, token, limit, spin),
         Target::Fd(fd) => {
             // SAFETY: the supervisor passes us this descriptor and nothing else owns it.
             let stream = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
             stream
                 .try_clone()
                 .map_err(|e| Exit::Protocol(ProtocolError::from(e)))
-                .and_then(|writer| Server::connect(stream, writer, token, limit))
+                .and_then(|writer| Server::connect(stream, writer, token, limit, spin))
                 .and_then(Server::run)
         }
     };
