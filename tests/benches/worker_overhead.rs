@@ -10,6 +10,8 @@
 //! Needs the ONNX Runtime library (`ORT_DYLIB_PATH`, set by ./setup.sh, or the
 //! .venv the set-up creates).
 
+#![allow(clippy::unwrap_used)] // A benchmark: any failure aborts the run.
+
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
