@@ -17,6 +17,7 @@ pub mod mode;
 pub mod model;
 mod problem;
 mod reader;
+pub mod schema;
 pub mod ward;
 mod yaml;
 
@@ -28,5 +29,6 @@ pub use model::{
     validate_contract, validate_version_dir,
 };
 pub use problem::{Invalid, Problem, ProblemKind};
+pub use schema::validate_output;
 pub use ward::{ConfigError, WardConfig};
 pub use yaml::{YamlError, YamlLimits};

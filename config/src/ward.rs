@@ -157,6 +157,11 @@ impl Default for RestartConfig {
 pub struct HealthConfig {
     /// Outcomes remembered per model.
     pub window: u32,
+    /// Outcomes older than this are forgotten, so an idle model recovers.
+    pub window_ms: u64,
+    /// Below this many outcomes an error rate alone never makes a model
+    /// UNHEALTHY (one exception in two requests is not a 50% failure rate).
+    pub min_samples: u32,
     /// Below this error rate: HEALTHY.
     pub degraded_error_rate: f64,
     /// Above this error rate: UNHEALTHY.
@@ -171,6 +176,8 @@ impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
             window: 200,
+            window_ms: 300_000,
+            min_samples: 20,
             degraded_error_rate: 0.01,
             unhealthy_error_rate: 0.10,
             consecutive_timeouts: 3,
@@ -294,6 +301,9 @@ pub struct WorkerConfig {
     pub intra_op_threads: u32,
     /// Largest IPC frame accepted from or sent to a worker.
     pub max_frame_bytes: u32,
+    /// How long a worker polls for its next request before sleeping; waking a
+    /// sleeping process costs ~50 us on virtual machines (0 disables).
+    pub spin_us: u64,
 }
 
 impl Default for WorkerConfig {
@@ -304,6 +314,7 @@ impl Default for WorkerConfig {
             onnxruntime_library: None,
             intra_op_threads: 1,
             max_frame_bytes: ward_protocol::FrameLimit::DEFAULT.get(),
+            spin_us: 50,
         }
     }
 }
@@ -593,6 +604,9 @@ impl WardConfig {
             "resources.default_model_memory_mb",
             self.resources.default_model_memory_mb,
         );
+        if self.worker.spin_us > 10_000 {
+            bad.push("worker.spin_us must be at most 10000".to_owned());
+        }
         if self.worker.max_frame_bytes < 4096 {
             bad.push("worker.max_frame_bytes must be at least 4096".to_owned());
         }

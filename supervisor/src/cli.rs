@@ -13,6 +13,9 @@ const USAGE: &str = "\
 ward — a model-serving supervisor for untrusted model plugins
 
 Usage:
+  ward serve [--config FILE]
+                         serve the models under the model root (config from FILE,
+                         WARD_CONFIG, or defaults; WARD_* variables override fields)
   ward validate [PATH]   check model.yaml contracts: a model root (default: models)
                          or one <model_id>/<version> directory
   ward help              this text
@@ -40,6 +43,14 @@ pub fn run(args: &[String]) -> ExitCode {
                 [] => validate(Path::new("models")),
                 [path] if !path.starts_with('-') => validate(Path::new(path)),
                 _ => usage_error("validate takes at most one PATH"),
+            }
+        }
+        Some("serve") => {
+            let rest: Vec<&str> = args.collect();
+            match rest.as_slice() {
+                [] => crate::serve::main(None),
+                ["--config", path] => crate::serve::main(Some(Path::new(path))),
+                _ => usage_error("serve takes only --config FILE"),
             }
         }
         Some("help" | "--help" | "-h") => {

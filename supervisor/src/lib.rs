@@ -4,6 +4,18 @@
 //! The `ward` binary is a thin wrapper around [`cli::main`], so that the
 //! integration tests can build the same entry point under another name.
 
+pub mod api;
 pub mod cli;
 pub mod discovery;
+pub mod errors;
+pub mod health;
 pub mod host;
+pub mod ipc;
+pub mod lifecycle;
+pub mod logs;
+pub mod manager;
+pub mod restart;
+pub mod serve;
+pub mod spawn;
+pub mod tensor_json;
+pub mod version;

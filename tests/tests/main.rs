@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // Tests unwrap: a panic is the failure report.
 
+mod server;
+mod supervisor;
 mod support;
 mod validate;
 mod worker;

@@ -101,14 +101,46 @@ impl<S: Read + Write + AsFd> Server<S> {
         !self.reader.buffer().is_empty() || poll_readable(self.reader.get_ref())
     }
 
+    /// Sleeps until the supervisor writes — or the backend's plugin process
+    /// stirs, which while idle can only mean it died (or wrote out of turn):
+    /// then the worker exits at once, so that its death shows in the model's
+    /// readiness now rather than at the next request.
+    fn wait_idle(&mut self) -> Result<(), Exit> {
+        let Some(plugin) = self.backend.as_ref().and_then(Backend::watch_fd) else {
+            return Ok(());
+        };
+        let stirred = {
+            let mut fds = [
+                PollFd::new(self.reader.get_ref().as_fd(), PollFlags::POLLIN),
+                PollFd::new(plugin, PollFlags::POLLIN),
+            ];
+            loop {
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) => break fds[1].any().unwrap_or(false),
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(_) => break false,
+                }
+            }
+        };
+        match (stirred, self.backend.as_mut()) {
+            (true, Some(backend)) => Err(Exit::Backend(backend.idle_failure())),
+            _ => Ok(()),
+        }
+    }
+
     /// Serves until the supervisor hangs up or says Shutdown.
     pub fn run(mut self) -> Result<(), Exit> {
         loop {
-            if self.queue.is_empty() && self.reader.buffer().is_empty() {
-                spin_until_readable(self.reader.get_ref(), self.spin);
-            }
-            // Block for the next message when idle; otherwise take only what is waiting.
-            while self.queue.is_empty() || self.readable() {
+            // Take every message already waiting; when idle, wait for the next.
+            loop {
+                if self.queue.is_empty() {
+                    if self.reader.buffer().is_empty() {
+                        spin_until_readable(self.reader.get_ref(), self.spin);
+                        self.wait_idle()?;
+                    }
+                } else if !self.readable() {
+                    break;
+                }
                 let msg = match self.receive() {
                     Ok(msg) => msg,
                     Err(ProtocolError::Closed) => return Ok(()),

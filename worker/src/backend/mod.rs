@@ -70,6 +70,23 @@ impl Backend {
         }
     }
 
+    /// A descriptor that becomes readable when the backend's own child
+    /// process ends (or writes out of turn); `None` for in-process backends.
+    pub fn watch_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        match self {
+            Backend::Onnx(_) => None,
+            Backend::Python(b) => Some(b.watch_fd()),
+        }
+    }
+
+    /// What happened, once `watch_fd` became readable while idle.
+    pub fn idle_failure(&mut self) -> String {
+        match self {
+            Backend::Onnx(_) => "the backend failed".to_owned(),
+            Backend::Python(b) => b.idle_failure(),
+        }
+    }
+
     fn warmup_input(&self) -> Option<InferInput> {
         match self {
             Backend::Onnx(b) => Some(b.warmup_input()),
@@ -88,7 +105,9 @@ impl Backend {
 /// Loads the model version `req.model_dir` names, warms it up, and reports.
 pub fn load(req: &LoadRequest, max_output_bytes: usize) -> Result<(Backend, Loaded), LoadFailed> {
     let started = Instant::now();
-    let dir = PathBuf::from(&req.model_dir);
+    // Absolute, so that the plugin (which runs inside it) sees the same paths.
+    let dir =
+        std::fs::canonicalize(&req.model_dir).unwrap_or_else(|_| PathBuf::from(&req.model_dir));
     let contract = read_contract(&dir, req.device)?;
     let mut backend = match contract.backend {
         BackendKind::Onnx => Backend::Onnx(Box::new(OnnxBackend::load(req, &dir, &contract)?)),

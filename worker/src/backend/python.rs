@@ -301,6 +301,24 @@ impl PythonBackend {
         })
     }
 
+    pub fn watch_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.from_plugin.get_ref().as_fd()
+    }
+
+    /// The plugin's pipe stirred between requests: it exited, or it wrote
+    /// out of turn — either way it can no longer be trusted to answer.
+    pub fn idle_failure(&mut self) -> String {
+        let mut probe = [0u8; 1];
+        match self.from_plugin.get_mut().read(&mut probe) {
+            Ok(0) | Err(_) => self.died("the plugin process closed its pipe between requests"),
+            Ok(_) => {
+                let _ = self.child.kill();
+                self.died("the plugin process wrote out of turn and was killed")
+            }
+        }
+    }
+
     pub fn contract(&self) -> &ModelContract {
         &self.contract
     }

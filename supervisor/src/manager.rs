@@ -1,0 +1,494 @@
+//! The supervisor proper: the registry of model versions, discovery and
+//! rescans, admission against the memory budget, request routing and
+//! shutdown.
+//!
+//! The registry maps each `<model>/<version>` directory to a
+//! [`VersionHandle`]. Only discovery and rescans write it (one at a time);
+//! routing reads it. A version with a worker is owned by its task
+//! (`version.rs`); versions without one (INVALID, skipped, UNLOADED) are inert
+//! entries kept for the status API.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use ward_config::{HostInfo, ModeInputs, ModelContract, WardConfig, select_mode};
+use ward_protocol::InferInput;
+
+use crate::discovery;
+use crate::errors::{ErrorCode, InferFailure};
+use crate::health::{self, Health, HealthReport};
+use crate::lifecycle::LifecycleState;
+use crate::version::{
+    self, Event, InferCall, InferResult, VersionHandle, VersionKey, VersionSetup, VersionStatus,
+};
+
+/// What a rescan changed.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct RescanReport {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: usize,
+}
+
+pub struct Supervisor {
+    pub cfg: Arc<WardConfig>,
+    pub host: HostInfo,
+    worker_binary: PathBuf,
+    registry: RwLock<BTreeMap<VersionKey, Arc<VersionHandle>>>,
+    /// Serialises rescans, reloads and unloads.
+    changes: tokio::sync::Mutex<()>,
+    events: broadcast::Sender<Event>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+    draining: AtomicBool,
+    /// Memory available to models, in MB.
+    pub memory_budget_mb: u64,
+}
+
+fn read_registry<'a>(
+    r: &'a RwLock<BTreeMap<VersionKey, Arc<VersionHandle>>>,
+) -> std::sync::RwLockReadGuard<'a, BTreeMap<VersionKey, Arc<VersionHandle>>> {
+    r.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write_registry<'a>(
+    r: &'a RwLock<BTreeMap<VersionKey, Arc<VersionHandle>>>,
+) -> std::sync::RwLockWriteGuard<'a, BTreeMap<VersionKey, Arc<VersionHandle>>> {
+    r.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Total memory of the host in MB, from /proc/meminfo.
+fn host_memory_mb() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024)
+}
+
+impl Supervisor {
+    pub fn new(cfg: WardConfig, host: HostInfo, worker_binary: PathBuf) -> Arc<Supervisor> {
+        let memory_budget_mb = cfg
+            .resources
+            .memory_budget_mb
+            .unwrap_or_else(|| host_memory_mb().map_or(4096, |mb| mb * 4 / 5));
+        let (events, _) = broadcast::channel(1024);
+        Arc::new(Supervisor {
+            cfg: Arc::new(cfg),
+            host,
+            worker_binary,
+            registry: RwLock::new(BTreeMap::new()),
+            changes: tokio::sync::Mutex::new(()),
+            events,
+            tracker: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+            draining: AtomicBool::new(false),
+            memory_budget_mb,
+        })
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    pub fn versions(&self) -> Vec<Arc<VersionHandle>> {
+        read_registry(&self.registry).values().cloned().collect()
+    }
+
+    pub fn statuses(&self) -> Vec<(VersionStatus, HealthReport)> {
+        self.versions().iter().map(|h| h.status()).collect()
+    }
+
+    /// The runtime's health (spec 003 §6.5, Appendix B).
+    pub fn runtime_health(&self) -> Health {
+        health::aggregate(
+            self.statuses()
+                .into_iter()
+                .map(|(s, h)| (s.state, h.health)),
+        )
+    }
+
+    /// Memory declared by versions holding (or about to hold) a worker.
+    fn committed_mb(&self) -> u64 {
+        read_registry(&self.registry)
+            .values()
+            .filter(|h| {
+                matches!(
+                    h.state(),
+                    LifecycleState::Loading | LifecycleState::Ready | LifecycleState::Error
+                )
+            })
+            .map(|h| h.declared_memory_mb())
+            .sum()
+    }
+
+    fn declared_mb(&self, contract: &ModelContract) -> u64 {
+        let r = &self.cfg.resources;
+        contract
+            .resources
+            .memory_mb
+            .unwrap_or(r.default_model_memory_mb)
+            .min(r.max_model_memory_mb)
+    }
+
+    /// Scans the model root: new versions are validated and loaded, removed
+    /// ones unloaded, the rest left alone (spec 003 §3.3).
+    pub async fn rescan(self: &Arc<Self>) -> std::io::Result<RescanReport> {
+        let _one_at_a_time = self.changes.lock().await;
+        // Absolute paths: workers (and the plugins inside them) run elsewhere.
+        let root = std::fs::canonicalize(&self.cfg.model_root)
+            .unwrap_or_else(|_| self.cfg.model_root.clone());
+        let found = tokio::task::spawn_blocking(move || discovery::scan(&root))
+            .await
+            .map_err(std::io::Error::other)??;
+        let found: BTreeMap<VersionKey, PathBuf> = found
+            .into_iter()
+            .map(|c| {
+                (
+                    VersionKey {
+                        model: c.model_dir,
+                        version: c.version_dir,
+                    },
+                    c.path,
+                )
+            })
+            .collect();
+        let mut report = RescanReport::default();
+
+        // Removed directories: unload (READY → UNLOADING → UNLOADED).
+        let gone: Vec<Arc<VersionHandle>> = read_registry(&self.registry)
+            .iter()
+            .filter(|(k, h)| !found.contains_key(*k) && h.state() != LifecycleState::Unloaded)
+            .map(|(_, h)| h.clone())
+            .collect();
+        for h in gone {
+            report.removed.push(h.key.to_string());
+            h.unload().await;
+        }
+
+        // New directories (or ones that came back after being UNLOADED).
+        let mut fresh = Vec::new();
+        for (key, path) in &found {
+            let known = read_registry(&self.registry).get(key).map(|h| h.state());
+            match known {
+                Some(LifecycleState::Unloaded) | None => fresh.push((key.clone(), path.clone())),
+                Some(_) => report.unchanged += 1,
+            }
+        }
+        report.added = fresh.iter().map(|(k, _)| k.to_string()).collect();
+        self.admit(fresh).await;
+        Ok(report)
+    }
+
+    /// Validates new versions concurrently, then loads them in priority order
+    /// while the memory budget allows (spec 003 §3.6).
+    async fn admit(self: &Arc<Self>, fresh: Vec<(VersionKey, PathBuf)>) {
+        let mut checks = Vec::new();
+        for (key, path) in fresh {
+            let handle = Arc::new(VersionHandle::inert(
+                key.clone(),
+                path.clone(),
+                LifecycleState::Discovered,
+                None,
+                None,
+                &self.cfg,
+                self.events.clone(),
+            ));
+            write_registry(&self.registry).insert(key.clone(), handle.clone());
+            let _ = handle.set_state(LifecycleState::Validating, None);
+            let host = self.host.clone();
+            // Validation reads files: off the async threads, all at once.
+            checks.push((
+                handle,
+                path.clone(),
+                tokio::task::spawn_blocking(move || {
+                    ward_config::validate_version_dir(&path, &host)
+                }),
+            ));
+        }
+        let mut valid = Vec::new();
+        for (handle, path, check) in checks {
+            match check.await {
+                Ok(Ok(contract)) => valid.push((handle, path, Arc::new(contract))),
+                Ok(Err(invalid)) => {
+                    tracing::warn!(key = %handle.key, problems = %invalid.summary(), "invalid model");
+                    let _ = handle.set_state(LifecycleState::Invalid, Some(invalid.summary()));
+                }
+                Err(e) => {
+                    let _ = handle.set_state(
+                        LifecycleState::Invalid,
+                        Some(format!("validation panicked: {e}")),
+                    );
+                }
+            }
+        }
+        // Pinned versions first, then higher versions first.
+        let pinned = |h: &VersionHandle| {
+            self.cfg
+                .models
+                .pinned_versions
+                .get(&h.key.model)
+                .is_some_and(|v| v.contains(&h.key.version))
+        };
+        valid.sort_by(|(a, _, ca), (b, _, cb)| {
+            pinned(b)
+                .cmp(&pinned(a))
+                .then_with(|| cb.version.cmp(&ca.version))
+                .then_with(|| a.key.cmp(&b.key))
+        });
+        for (handle, path, contract) in valid {
+            // Measured before this version counts itself as loading.
+            let committed = self.committed_mb();
+            let need = self.declared_mb(&contract);
+            let _ = handle.set_state(LifecycleState::Loading, None);
+            if committed + need > self.memory_budget_mb {
+                let reason = format!(
+                    "skipped: needs {need} MB but only {} MB of the {} MB memory budget is left",
+                    self.memory_budget_mb.saturating_sub(committed),
+                    self.memory_budget_mb
+                );
+                tracing::warn!(key = %handle.key, %reason, "not loaded");
+                let _ = handle.set_state(LifecycleState::Failed, Some(reason));
+                continue;
+            }
+            let mode = select_mode(&ModeInputs {
+                declared: &contract.runtime.modes,
+                preferred: contract.runtime.preferred,
+                allowed: &self.cfg.runtime.allowed_modes,
+                native_requires_trust: self.cfg.runtime.native_requires_trust,
+                trusted: self.cfg.is_trusted(&handle.key.model),
+                default_mode: self.cfg.runtime.default_mode,
+                native_enabled: self.cfg.runtime.native_enabled,
+                // The container launcher does not exist yet: Docker counts as unreachable.
+                docker_enabled: self.cfg.runtime.docker_enabled,
+                docker_reachable: false,
+                override_mode: self
+                    .cfg
+                    .models
+                    .mode_overrides
+                    .get(&handle.key.model)
+                    .copied(),
+            });
+            let choice = match mode {
+                Ok(c) => c,
+                Err(none) => {
+                    let _ = handle.set_state(LifecycleState::Failed, Some(none.to_string()));
+                    continue;
+                }
+            };
+            let key = handle.key.clone();
+            let inert = Arc::try_unwrap(handle).unwrap_or_else(|shared| {
+                // Only the registry holds it; should another holder exist, start from a copy.
+                VersionHandle::inert(
+                    shared.key.clone(),
+                    path.clone(),
+                    LifecycleState::Loading,
+                    None,
+                    None,
+                    &self.cfg,
+                    self.events.clone(),
+                )
+            });
+            let started = version::start(
+                VersionSetup {
+                    key: key.clone(),
+                    path,
+                    contract,
+                    cfg: self.cfg.clone(),
+                    worker_binary: self.worker_binary.clone(),
+                    declared_memory_mb: need,
+                    mode: choice.mode.to_string(),
+                    mode_reason: choice.to_string(),
+                    events: self.events.clone(),
+                },
+                inert,
+                &self.tracker,
+            );
+            write_registry(&self.registry).insert(key, Arc::new(started));
+        }
+    }
+
+    fn lookup(
+        &self,
+        model: &str,
+        version: Option<&str>,
+    ) -> Result<Arc<VersionHandle>, InferFailure> {
+        let reg = read_registry(&self.registry);
+        let mut of_model = reg.iter().filter(|(k, _)| k.model == model).peekable();
+        if of_model.peek().is_none() {
+            return Err(InferFailure::new(
+                ErrorCode::ModelNotFound,
+                format!("no model {model:?}"),
+            ));
+        }
+        match version {
+            Some(v) => reg
+                .get(&VersionKey {
+                    model: model.to_owned(),
+                    version: v.to_owned(),
+                })
+                .cloned()
+                .ok_or_else(|| {
+                    InferFailure::new(
+                        ErrorCode::ModelNotFound,
+                        format!("model {model:?} has no version {v:?}"),
+                    )
+                }),
+            None if self.cfg.server.route_unversioned_to_latest => of_model
+                .filter(|(_, h)| h.state() == LifecycleState::Ready)
+                .filter_map(|(k, h)| Some((semver::Version::parse(&k.version).ok()?, h)))
+                .max_by(|a, b| a.0.cmp(&b.0))
+                .map(|(_, h)| h.clone())
+                .ok_or_else(|| {
+                    InferFailure::new(
+                        ErrorCode::ModelNotReady,
+                        format!("no version of {model:?} is READY"),
+                    )
+                }),
+            None => Err(InferFailure::new(
+                ErrorCode::VersionRequired,
+                format!(
+                    "model {model:?} needs a version (spec 003 §3.6: there is no default version)"
+                ),
+            )),
+        }
+    }
+
+    /// The contract of a version, for request validation and metadata.
+    pub fn version(
+        &self,
+        model: &str,
+        version: Option<&str>,
+    ) -> Result<Arc<VersionHandle>, InferFailure> {
+        self.lookup(model, version)
+    }
+
+    /// Runs one inference; answers TIMEOUT at the deadline whatever the worker does.
+    pub async fn infer(
+        &self,
+        handle: &VersionHandle,
+        input: InferInput,
+        outputs: Vec<String>,
+        timeout: Option<Duration>,
+    ) -> Result<InferResult, InferFailure> {
+        if self.draining.load(Ordering::Acquire) {
+            return Err(InferFailure::new(
+                ErrorCode::ShuttingDown,
+                "ward is shutting down",
+            ));
+        }
+        let received = Instant::now();
+        let budget = self.total_timeout(handle.contract.as_deref());
+        let budget = timeout.map_or(budget, |t| t.min(budget));
+        let deadline = received + budget;
+        let (reply, answer) = oneshot::channel();
+        handle.submit(InferCall {
+            input,
+            outputs,
+            deadline,
+            received,
+            reply,
+        })?;
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(InferFailure::new(
+                ErrorCode::WorkerCrashed,
+                "the worker went away",
+            )),
+            Err(_) => Err(InferFailure::new(
+                ErrorCode::Timeout,
+                format!("no answer within {} ms", budget.as_millis()),
+            )),
+        }
+    }
+
+    /// Per-phase timeouts summed (spec 003 §5.4): model.yaml overrides the
+    /// configured defaults (which `WARD_*` variables override).
+    pub fn total_timeout(&self, contract: Option<&ModelContract>) -> Duration {
+        let t = &self.cfg.timeouts;
+        let m = contract.map(|c| c.timeouts).unwrap_or_default();
+        Duration::from_millis(
+            m.preprocess_ms.unwrap_or(t.preprocess_ms)
+                + m.inference_ms.unwrap_or(t.inference_ms)
+                + m.postprocess_ms.unwrap_or(t.postprocess_ms),
+        )
+    }
+
+    /// Operator reload: unload, then rediscover, re-validate and load.
+    pub async fn reload(self: &Arc<Self>, model: &str, version: &str) -> Result<(), InferFailure> {
+        let key = VersionKey {
+            model: model.to_owned(),
+            version: version.to_owned(),
+        };
+        let handle = read_registry(&self.registry).get(&key).cloned();
+        let Some(handle) = handle else {
+            return Err(InferFailure::new(
+                ErrorCode::ModelNotFound,
+                format!("no version {key}"),
+            ));
+        };
+        let path = handle.status().0.path;
+        {
+            let _one_at_a_time = self.changes.lock().await;
+            handle.unload().await;
+        }
+        let _one_at_a_time = self.changes.lock().await;
+        if !path.join(ward_config::model::CONTRACT_FILE).exists() && !path.is_dir() {
+            return Err(InferFailure::new(
+                ErrorCode::ModelNotFound,
+                format!("{} no longer exists", path.display()),
+            ));
+        }
+        self.admit(vec![(key, path)]).await;
+        Ok(())
+    }
+
+    /// Operator unload.
+    pub async fn unload(&self, model: &str, version: &str) -> Result<(), InferFailure> {
+        let key = VersionKey {
+            model: model.to_owned(),
+            version: version.to_owned(),
+        };
+        let handle = read_registry(&self.registry).get(&key).cloned();
+        let Some(handle) = handle else {
+            return Err(InferFailure::new(
+                ErrorCode::ModelNotFound,
+                format!("no version {key}"),
+            ));
+        };
+        let _one_at_a_time = self.changes.lock().await;
+        handle.unload().await;
+        Ok(())
+    }
+
+    /// Stops intake, drains in-flight requests up to the configured bound,
+    /// then stops every worker (TERM to its group, grace, KILL, reap).
+    pub async fn shutdown(&self) {
+        self.draining.store(true, Ordering::Release);
+        let drain = Duration::from_millis(self.cfg.timeouts.drain_ms);
+        let until = Instant::now() + drain;
+        while Instant::now() < until && self.versions().iter().any(|h| h.in_flight() > 0) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let versions = self.versions();
+        let stops: Vec<_> = versions.iter().map(|h| h.shutdown()).collect();
+        for stop in stops {
+            stop.await;
+        }
+        self.cancel.cancel();
+        self.tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
+    }
+}

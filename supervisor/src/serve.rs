@@ -1,0 +1,118 @@
+//! `ward serve`: the supervisor's main job.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::signal::unix::{SignalKind, signal};
+use ward_config::WardConfig;
+
+use crate::manager::Supervisor;
+
+/// Where the worker binary is: configured, or beside this executable.
+fn worker_binary(cfg: &WardConfig) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &cfg.worker.binary {
+        return Ok(p.clone());
+    }
+    let exe = std::env::current_exe().context("cannot locate the ward executable")?;
+    let beside = exe.with_file_name("ward-worker");
+    anyhow::ensure!(
+        beside.is_file(),
+        "no ward-worker beside {} (set worker.binary or WARD_WORKER_BINARY)",
+        exe.display()
+    );
+    Ok(beside)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn main(config: Option<&Path>) -> ExitCode {
+    init_tracing();
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ward: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Option<&Path>) -> anyhow::Result<()> {
+    let env_config = std::env::var_os("WARD_CONFIG").map(PathBuf::from);
+    let path = config.map(Path::to_path_buf).or(env_config);
+    let cfg = WardConfig::resolve(path.as_deref(), std::env::vars()).context("configuration")?;
+    let binary = worker_binary(&cfg)?;
+    crate::spawn::prepare_run_dir(&cfg.run_dir)?;
+    // Orphaned grandchildren (a plugin's forks) come back to us to be reaped,
+    // not to a slow init.
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!(error = %e, "cannot become a child subreaper");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    runtime.block_on(serve(cfg, binary))
+}
+
+async fn serve(cfg: WardConfig, binary: PathBuf) -> anyhow::Result<()> {
+    let host = crate::host::probe();
+    let bind = cfg.server.bind;
+    let sup = Supervisor::new(cfg, host, binary);
+    tracing::info!(budget_mb = sup.memory_budget_mb, "ward starting");
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot bind {bind}"))?;
+    let addr = listener.local_addr()?;
+    let report = sup
+        .rescan()
+        .await
+        .context("initial scan of the model root")?;
+    tracing::info!(added = report.added.len(), "initial scan done");
+    // Tests and scripts read this line to learn the port (bind may say :0).
+    println!("ward: listening on http://{addr}");
+    let stop_http = tokio_util::sync::CancellationToken::new();
+    let http = {
+        let stop = stop_http.clone();
+        let app = crate::api::router(sup.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        })
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                match sup.rescan().await {
+                    Ok(r) => tracing::info!(added = ?r.added, removed = ?r.removed, unchanged = r.unchanged, "rescan (SIGHUP)"),
+                    Err(e) => tracing::error!(error = %e, "rescan failed"),
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("shutting down: draining requests, stopping workers");
+    shutdown(&sup).await;
+    stop_http.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+    tracing::info!("ward stopped");
+    Ok(())
+}
+
+async fn shutdown(sup: &Arc<Supervisor>) {
+    sup.shutdown().await;
+}

@@ -1,0 +1,455 @@
+//! Tensors in the Open Inference Protocol's JSON form: `data` flat or nested,
+//! decoded without building a generic JSON tree (a tree for an 85 KB body
+//! costs more than the inference it feeds) and turned into raw little-endian
+//! bytes for the worker.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde_json::{Value, json};
+use ward_protocol::{DataType, Tensor};
+
+/// One element of `data`, as JSON gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+}
+
+/// `data`, flattened in row-major order however deeply it was nested.
+#[derive(Debug, Default, PartialEq)]
+pub struct FlatData(pub Vec<Scalar>);
+
+/// Nesting deeper than any tensor rank is an attack, not a tensor.
+const MAX_DEPTH: usize = 16;
+
+struct FlatVisitor<'a> {
+    out: &'a mut Vec<Scalar>,
+    depth: usize,
+}
+
+impl<'de> de::DeserializeSeed<'de> for FlatVisitor<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FlatVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("tensor data: numbers, booleans or strings, in a flat or nested list")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.depth >= MAX_DEPTH {
+            return Err(de::Error::custom(format!(
+                "data nested more than {MAX_DEPTH} levels deep"
+            )));
+        }
+        while seq
+            .next_element_seed(FlatVisitor {
+                out: &mut *self.out,
+                depth: self.depth + 1,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.out.push(Scalar::Int(v));
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.out.push(match i64::try_from(v) {
+            Ok(i) => Scalar::Int(i),
+            Err(_) => Scalar::UInt(v),
+        });
+        Ok(())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.out.push(Scalar::Float(v));
+        Ok(())
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.out.push(Scalar::Bool(v));
+        Ok(())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.out.push(Scalar::Str(v.to_owned()));
+        Ok(())
+    }
+    fn visit_string<E>(self, v: String) -> Result<(), E> {
+        self.out.push(Scalar::Str(v));
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for FlatData {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<FlatData, D::Error> {
+        let mut out = Vec::new();
+        d.deserialize_any(FlatVisitor {
+            out: &mut out,
+            depth: 0,
+        })?;
+        Ok(FlatData(out))
+    }
+}
+
+/// One input tensor of a request.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputTensor {
+    pub name: String,
+    pub shape: Vec<u64>,
+    pub datatype: String,
+    #[serde(default)]
+    pub parameters: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    pub data: Option<FlatData>,
+}
+
+impl InputTensor {
+    /// Converts to raw bytes, naming the exact problem on failure.
+    pub fn into_tensor(self) -> Result<Tensor, String> {
+        let name = self.name;
+        let datatype: DataType = self
+            .datatype
+            .parse()
+            .map_err(|e| format!("input {name:?}: {e}"))?;
+        let data = self
+            .data
+            .ok_or_else(|| format!("input {name:?} has no data"))?
+            .0;
+        let count = self
+            .shape
+            .iter()
+            .try_fold(1u64, |n, d| n.checked_mul(*d))
+            .ok_or_else(|| format!("input {name:?}: shape {:?} is too large", self.shape))?;
+        if data.len() as u64 != count {
+            return Err(format!(
+                "input {name:?}: shape {:?} needs {count} elements, data has {}",
+                self.shape,
+                data.len()
+            ));
+        }
+        let bytes = encode(&name, datatype, &data)?;
+        Ok(Tensor {
+            name,
+            datatype,
+            shape: self.shape,
+            data: bytes,
+        })
+    }
+}
+
+fn encode(name: &str, datatype: DataType, data: &[Scalar]) -> Result<Vec<u8>, String> {
+    let bad = |i: usize, what: &str| format!("input {name:?}: element {i} is not {what}");
+    let mut out = Vec::with_capacity(data.len() * datatype.element_size().unwrap_or(8));
+    macro_rules! ints {
+        ($t:ty) => {
+            for (i, s) in data.iter().enumerate() {
+                let v: $t = match s {
+                    Scalar::Int(v) => <$t>::try_from(*v)
+                        .map_err(|_| bad(i, concat!("a valid ", stringify!($t))))?,
+                    Scalar::UInt(v) => <$t>::try_from(*v)
+                        .map_err(|_| bad(i, concat!("a valid ", stringify!($t))))?,
+                    _ => return Err(bad(i, "an integer")),
+                };
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        };
+    }
+    let float = |i: usize, s: &Scalar| -> Result<f64, String> {
+        match s {
+            Scalar::Float(v) => Ok(*v),
+            Scalar::Int(v) => Ok(*v as f64),
+            Scalar::UInt(v) => Ok(*v as f64),
+            _ => Err(bad(i, "a number")),
+        }
+    };
+    match datatype {
+        DataType::Bool => {
+            for (i, s) in data.iter().enumerate() {
+                match s {
+                    Scalar::Bool(b) => out.push(u8::from(*b)),
+                    _ => return Err(bad(i, "a boolean")),
+                }
+            }
+        }
+        DataType::Uint8 => ints!(u8),
+        DataType::Uint16 => ints!(u16),
+        DataType::Uint32 => ints!(u32),
+        DataType::Uint64 => ints!(u64),
+        DataType::Int8 => ints!(i8),
+        DataType::Int16 => ints!(i16),
+        DataType::Int32 => ints!(i32),
+        DataType::Int64 => ints!(i64),
+        DataType::Fp32 => {
+            for (i, s) in data.iter().enumerate() {
+                out.extend_from_slice(&(float(i, s)? as f32).to_le_bytes());
+            }
+        }
+        DataType::Fp64 => {
+            for (i, s) in data.iter().enumerate() {
+                out.extend_from_slice(&float(i, s)?.to_le_bytes());
+            }
+        }
+        DataType::Fp16 => {
+            for (i, s) in data.iter().enumerate() {
+                out.extend_from_slice(&f32_to_f16(float(i, s)? as f32).to_le_bytes());
+            }
+        }
+        DataType::Bf16 => {
+            for (i, s) in data.iter().enumerate() {
+                out.extend_from_slice(&f32_to_bf16(float(i, s)? as f32).to_le_bytes());
+            }
+        }
+        DataType::Bytes => {
+            for (i, s) in data.iter().enumerate() {
+                let Scalar::Str(text) = s else {
+                    return Err(bad(i, "a string"));
+                };
+                let len = u32::try_from(text.len()).map_err(|_| bad(i, "a string under 4 GiB"))?;
+                out.extend_from_slice(&len.to_le_bytes());
+                out.extend_from_slice(text.as_bytes());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// IEEE 754 half from single, round to nearest even.
+pub fn f32_to_f16(v: f32) -> u16 {
+    let x = v.to_bits();
+    let sign = ((x >> 16) & 0x8000) as u16;
+    let exp = ((x >> 23) & 0xff) as i32;
+    let man = x & 0x7f_ffff;
+    if exp == 0xff {
+        return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
+    }
+    let e = exp - 127 + 15;
+    if e >= 0x1f {
+        return sign | 0x7c00;
+    }
+    if e <= 0 {
+        if e < -10 {
+            return sign;
+        }
+        let m = man | 0x80_0000;
+        let shift = (14 - e) as u32;
+        let half = m >> shift;
+        let rem = m & ((1 << shift) - 1);
+        let mid = 1 << (shift - 1);
+        let round = u32::from(rem > mid || (rem == mid && (half & 1) == 1));
+        return sign | (half + round) as u16;
+    }
+    let half = ((e as u32) << 10) | (man >> 13);
+    let rem = man & 0x1fff;
+    let round = u32::from(rem > 0x1000 || (rem == 0x1000 && (half & 1) == 1));
+    sign | (half + round) as u16
+}
+
+pub fn f16_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h & 0x8000) << 16;
+    let exp = u32::from((h >> 10) & 0x1f);
+    let man = u32::from(h & 0x3ff);
+    let bits = match (exp, man) {
+        (0, 0) => sign,
+        (0, m) => {
+            // Subnormal: normalise.
+            let mut e = 127 - 15 + 1;
+            let mut m = m;
+            while m & 0x400 == 0 {
+                m <<= 1;
+                e -= 1;
+            }
+            sign | (e << 23) | ((m & 0x3ff) << 13)
+        }
+        (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
+        (e, m) => sign | ((e + 127 - 15) << 23) | (m << 13),
+    };
+    f32::from_bits(bits)
+}
+
+pub fn f32_to_bf16(v: f32) -> u16 {
+    let x = v.to_bits();
+    if v.is_nan() {
+        return ((x >> 16) | 0x40) as u16;
+    }
+    let round = 0x7fff + ((x >> 16) & 1);
+    (x.wrapping_add(round) >> 16) as u16
+}
+
+/// An output tensor as KServe v2 JSON: `{name, datatype, shape, data}`.
+pub fn output_json(t: &Tensor) -> Value {
+    let d = &t.data;
+    let data: Value = match t.datatype {
+        DataType::Bool => d.iter().map(|b| *b != 0).collect(),
+        DataType::Uint8 => d.iter().copied().collect(),
+        DataType::Int8 => d.iter().map(|b| *b as i8).collect(),
+        DataType::Uint16 => d
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect(),
+        DataType::Int16 => d
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .collect(),
+        DataType::Uint32 => d
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        DataType::Int32 => d
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        DataType::Uint64 => d
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect(),
+        DataType::Int64 => d
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect(),
+        DataType::Fp32 => d
+            .chunks_exact(4)
+            .map(|c| finite(f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64))
+            .collect(),
+        DataType::Fp64 => d
+            .chunks_exact(8)
+            .map(|c| finite(f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))))
+            .collect(),
+        DataType::Fp16 => d
+            .chunks_exact(2)
+            .map(|c| finite(f16_to_f32(u16::from_le_bytes([c[0], c[1]])) as f64))
+            .collect(),
+        DataType::Bf16 => d
+            .chunks_exact(2)
+            .map(|c| {
+                finite(f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16) as f64)
+            })
+            .collect(),
+        DataType::Bytes => t
+            .bytes_elements()
+            .map(|it| {
+                it.map(|e| Value::String(String::from_utf8_lossy(e).into_owned()))
+                    .collect()
+            })
+            .unwrap_or(Value::Array(Vec::new())),
+    };
+    json!({ "name": t.name, "datatype": t.datatype.as_str(), "shape": t.shape, "data": data })
+}
+
+/// JSON has no NaN or infinity: they become null.
+fn finite(v: f64) -> Value {
+    serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(json: &str) -> Result<Tensor, String> {
+        serde_json::from_str::<InputTensor>(json)
+            .map_err(|e| e.to_string())?
+            .into_tensor()
+    }
+
+    #[test]
+    fn flat_and_nested_data_are_the_same_tensor() {
+        let flat =
+            input(r#"{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2,3.5,4]}"#).unwrap();
+        let nested =
+            input(r#"{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3.5,4]]}"#)
+                .unwrap();
+        assert_eq!(flat, nested);
+        assert_eq!(flat.to_f32().unwrap(), vec![1.0, 2.0, 3.5, 4.0]);
+    }
+
+    #[test]
+    fn every_datatype_round_trips_through_json() {
+        let cases = [
+            ("BOOL", "[true,false]"),
+            ("UINT8", "[0,255]"),
+            ("UINT16", "[0,65535]"),
+            ("UINT32", "[0,4294967295]"),
+            ("UINT64", "[0,18446744073709551615]"),
+            ("INT8", "[-128,127]"),
+            ("INT16", "[-32768,32767]"),
+            ("INT32", "[-2147483648,2147483647]"),
+            ("INT64", "[-9223372036854775808,9223372036854775807]"),
+            ("FP16", "[1.5,-2.0]"),
+            ("FP32", "[1.5,-2.25]"),
+            ("FP64", "[1.5,-2.125]"),
+            ("BF16", "[1.5,-2.0]"),
+            ("BYTES", r#"["ab","é"]"#),
+        ];
+        for (dt, data) in cases {
+            let t = input(&format!(
+                r#"{{"name":"x","shape":[2],"datatype":"{dt}","data":{data}}}"#
+            ))
+            .unwrap();
+            t.check().unwrap();
+            let back = output_json(&t);
+            let expected: Value = serde_json::from_str(data).unwrap();
+            assert_eq!(back["data"], expected, "{dt}");
+        }
+    }
+
+    #[test]
+    fn problems_are_named() {
+        let cases = [
+            (
+                r#"{"name":"x","shape":[3],"datatype":"FP32","data":[1,2]}"#,
+                "needs 3 elements, data has 2",
+            ),
+            (
+                r#"{"name":"x","shape":[1],"datatype":"INT8","data":[300]}"#,
+                "element 0 is not a valid i8",
+            ),
+            (
+                r#"{"name":"x","shape":[1],"datatype":"FP32","data":["a"]}"#,
+                "element 0 is not a number",
+            ),
+            (
+                r#"{"name":"x","shape":[1],"datatype":"FLOAT","data":[1]}"#,
+                "unknown datatype \"FLOAT\"",
+            ),
+            (
+                r#"{"name":"x","shape":[1],"datatype":"FP32"}"#,
+                "has no data",
+            ),
+            (
+                r#"{"name":"x","shape":[1],"datatype":"FP32","data":[1],"bogus":1}"#,
+                "unknown field `bogus`",
+            ),
+        ];
+        for (json, needle) in cases {
+            let err = input(json).unwrap_err();
+            assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+        }
+        let deep = format!(
+            r#"{{"name":"x","shape":[1],"datatype":"FP32","data":{}1{}}}"#,
+            "[".repeat(40),
+            "]".repeat(40)
+        );
+        assert!(input(&deep).unwrap_err().contains("nested more than"));
+    }
+
+    #[test]
+    fn half_precision_conversions() {
+        for v in [0.0f32, 1.0, -2.5, 65504.0, 6.1e-5, 1e-7] {
+            let back = f16_to_f32(f32_to_f16(v));
+            assert!((back - v).abs() <= v.abs() * 1e-3 + 6e-8, "{v} -> {back}");
+        }
+        assert_eq!(f32_to_f16(1e6), 0x7c00, "overflow is infinity");
+        assert_eq!(f32_to_bf16(1.0), 0x3f80);
+    }
+}
