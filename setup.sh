@@ -31,7 +31,12 @@ ensure_python() {
   want=$(cat models/requirements.txt | sha256sum | cut -d' ' -f1)
   if [[ ! -x .venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
     say "creating the Python environment in .venv"
-    "$python" -m venv .venv
+    if ! "$python" -m venv .venv >/dev/null 2>&1; then
+      # Debian's python3 keeps venv in a separate package.
+      command -v apt-get >/dev/null || die "$python cannot create a virtualenv"
+      apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+      "$python" -m venv .venv
+    fi
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -r models/requirements.txt
     echo "$want" > "$stamp"
   fi
@@ -50,7 +55,9 @@ build() {
 case "${1:-}" in
   serve)
     ensure_rust; ensure_python; build
-    exec target/debug/ward validate models
+    target/debug/ward validate models
+    echo "serving the bundled models; Ctrl-C to stop" >&2
+    exec target/debug/ward serve
     ;;
   test)
     ensure_rust; ensure_python; build
