@@ -6,8 +6,9 @@
 #
 # Set-up is idempotent and quiet when there is nothing to do. It installs what
 # is missing: cargo-nextest, a Python virtualenv (.venv) with the pinned
-# packages (numpy, scikit-learn, skl2onnx, onnx, and onnxruntime, whose wheel
-# carries the ONNX Runtime shared library the worker loads), then builds.
+# packages (numpy, scikit-learn, skl2onnx, onnx, pillow, and onnxruntime, whose
+# wheel carries the ONNX Runtime shared library the worker loads; and the
+# tests' stock inference client, tritonclient[http]), then builds.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 root=$PWD
@@ -28,7 +29,7 @@ ensure_python() {
   command -v "$python" >/dev/null || die "$python not found"
   local stamp=.venv/.ward-requirements
   local want
-  want=$(cat models/requirements.txt | sha256sum | cut -d' ' -f1)
+  want=$(cat models/requirements.txt tests/requirements.txt | sha256sum | cut -d' ' -f1)
   if [[ ! -x .venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
     say "creating the Python environment in .venv"
     if ! "$python" -m venv .venv >/dev/null 2>&1; then
@@ -37,7 +38,8 @@ ensure_python() {
       apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
       "$python" -m venv .venv
     fi
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -r models/requirements.txt
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+      -r models/requirements.txt -r tests/requirements.txt
     echo "$want" > "$stamp"
   fi
   # The ONNX Runtime library ships inside the onnxruntime wheel.

@@ -45,6 +45,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 MODELS_DIR = Path(__file__).resolve().parent
+# A test fixture, not a bundled model: it lives with the integration tests.
+IDENTITY_DIR = MODELS_DIR.parent / "tests" / "fixtures" / "models"
 OPSET = 17
 IR_VERSION = 8  # the IR version that goes with opset 17
 BATCH = "N"
@@ -214,6 +216,29 @@ def write_digit_samples(directory):
     return paths
 
 
+# One Identity per Open Inference Protocol datatype: the API tests send every
+# datatype through a real worker and get it back unchanged.
+IDENTITY_TYPES = {
+    "bool": TensorProto.BOOL, "uint8": TensorProto.UINT8, "uint16": TensorProto.UINT16,
+    "uint32": TensorProto.UINT32, "uint64": TensorProto.UINT64, "int8": TensorProto.INT8,
+    "int16": TensorProto.INT16, "int32": TensorProto.INT32, "int64": TensorProto.INT64,
+    "fp16": TensorProto.FLOAT16, "fp32": TensorProto.FLOAT, "fp64": TensorProto.DOUBLE,
+    "bf16": TensorProto.BFLOAT16, "bytes": TensorProto.STRING,
+}
+
+
+def build_identity():
+    nodes, inputs, outputs = [], [], []
+    for name, elem in IDENTITY_TYPES.items():
+        nodes.append(helper.make_node("Identity", [f"in_{name}"], [f"out_{name}"], name=f"id_{name}"))
+        inputs.append(helper.make_tensor_value_info(f"in_{name}", elem, [BATCH, 2]))
+        outputs.append(helper.make_tensor_value_info(f"out_{name}", elem, [BATCH, 2]))
+    graph = helper.make_graph(nodes, "identity", inputs, outputs)
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION, producer_name="ward"
+    )
+
+
 def write_models(root):
     """Build every model and write it under root; return the paths written."""
     paths = []
@@ -227,6 +252,9 @@ def write_models(root):
     paths += write_digit_samples(root / "digit_image" / "1.0.0" / "samples")
     paths.append(model_path(root, "cnn", "1.0.0"))
     write_model(build_cnn(), paths[-1])
+    identity_root = IDENTITY_DIR if root == MODELS_DIR else root / "_fixtures"
+    paths.append(model_path(identity_root, "identity", "1.0.0"))
+    write_model(build_identity(), paths[-1])
     return paths
 
 
@@ -235,8 +263,12 @@ def stale_files(committed_root):
     problems = []
     with tempfile.TemporaryDirectory() as tmp:
         for fresh in write_models(Path(tmp)):
-            committed = committed_root / fresh.relative_to(tmp)
-            shown = committed.relative_to(committed_root.parent)
+            relative = fresh.relative_to(tmp)
+            if relative.parts[0] == "_fixtures":
+                committed = IDENTITY_DIR.joinpath(*relative.parts[1:])
+            else:
+                committed = committed_root / relative
+            shown = committed.relative_to(MODELS_DIR.parent)
             if not committed.is_file():
                 problems.append(f"{shown}: missing")
             elif committed.read_bytes() != fresh.read_bytes():

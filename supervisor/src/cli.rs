@@ -18,6 +18,14 @@ Usage:
                          WARD_CONFIG, or defaults; WARD_* variables override fields)
   ward validate [PATH]   check model.yaml contracts: a model root (default: models)
                          or one <model_id>/<version> directory
+  ward models [--url URL]
+                         a table of a running server's models: state, health, pid
+  ward infer MODEL VERSION (--json FILE | --image FILE) [--url URL]
+                         one inference against a running server: FILE is an Open
+                         Inference Protocol JSON request (- for stdin) or a
+                         JPEG/PNG picture for a frame model; prints the answer
+
+URL defaults to $WARD_URL, else http://127.0.0.1:8080.
   ward help              this text
   ward version           print the version
 
@@ -52,6 +60,18 @@ pub fn run(args: &[String]) -> ExitCode {
                 ["--config", path] => crate::serve::main(Some(Path::new(path))),
                 _ => usage_error("serve takes only --config FILE"),
             }
+        }
+        Some("models") => {
+            let rest: Vec<&str> = args.collect();
+            match rest.as_slice() {
+                [] => models(&default_url()),
+                ["--url", url] => models(url),
+                _ => usage_error("models takes only --url URL"),
+            }
+        }
+        Some("infer") => {
+            let rest: Vec<&str> = args.collect();
+            infer(&rest)
         }
         Some("help" | "--help" | "-h") => {
             print!("{USAGE}");
@@ -150,4 +170,156 @@ fn report(targets: &[(String, PathBuf)], host: &HostInfo, out: &mut impl Write) 
     }
     let _ = writeln!(out, "{ok} of {} model versions valid", targets.len());
     (ok, targets.len())
+}
+
+fn default_url() -> String {
+    std::env::var("WARD_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".to_owned())
+}
+
+const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn fetch_json(url: &str, path: &str) -> Result<serde_json::Value, String> {
+    let resp = crate::client::request("GET", url, path, None, CLIENT_TIMEOUT)
+        .map_err(|e| crate::version::error_chain(&e))?;
+    serde_json::from_slice(&resp.body)
+        .map_err(|e| format!("{url}{path} answered {} with non-JSON: {e}", resp.status))
+}
+
+/// `ward models`: one line per model version.
+fn models(url: &str) -> ExitCode {
+    let listing = match fetch_json(url, "/v1/models") {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("ward: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rows: Vec<[String; 7]> = listing["models"]
+        .as_array()
+        .map(|models| {
+            models
+                .iter()
+                .map(|m| {
+                    let text = |v: &serde_json::Value| {
+                        v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+                    };
+                    [
+                        text(&m["model_id"]),
+                        text(&m["version"]),
+                        text(&m["state"]),
+                        text(&m["health"]["health"]),
+                        m["pid"]
+                            .as_u64()
+                            .map_or_else(|| "-".to_owned(), |p| p.to_string()),
+                        m["restarts"].as_u64().unwrap_or(0).to_string(),
+                        m["reason"].as_str().map_or_else(
+                            || m["mode_reason"].as_str().unwrap_or("").to_owned(),
+                            |r| r.lines().next().unwrap_or("").chars().take(100).collect(),
+                        ),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let header = [
+        "MODEL", "VERSION", "STATE", "HEALTH", "PID", "RESTARTS", "WHY",
+    ]
+    .map(str::to_owned);
+    let mut widths = [0usize; 7];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    ExitCode::SUCCESS
+}
+
+/// `ward infer MODEL VERSION (--json FILE | --image FILE) [--url URL]`.
+fn infer(args: &[&str]) -> ExitCode {
+    let (model, version, mut rest) = match args {
+        [m, v, rest @ ..] if !m.starts_with('-') && !v.starts_with('-') => (*m, *v, rest),
+        _ => return usage_error("infer needs MODEL VERSION and --json FILE or --image FILE"),
+    };
+    let (mut json, mut image, mut url) = (None, None, default_url());
+    while let [flag, value, tail @ ..] = rest {
+        match *flag {
+            "--json" => json = Some(*value),
+            "--image" => image = Some(*value),
+            "--url" => url = (*value).to_owned(),
+            other => return usage_error(&format!("infer: unknown option {other:?}")),
+        }
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return usage_error("infer: every option needs a value");
+    }
+    let read = |path: &str| -> std::io::Result<Vec<u8>> {
+        if path == "-" {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+            Ok(buf)
+        } else {
+            std::fs::read(path)
+        }
+    };
+    let (path, content_type, file) = match (json, image) {
+        (Some(f), None) => (
+            format!("/v2/models/{model}/versions/{version}/infer"),
+            "application/json",
+            f,
+        ),
+        (None, Some(f)) => {
+            let ct = if f.to_ascii_lowercase().ends_with(".png") {
+                "image/png"
+            } else {
+                "image/jpeg"
+            };
+            (
+                format!("/v1/models/{model}/versions/{version}/frame"),
+                ct,
+                f,
+            )
+        }
+        _ => return usage_error("infer needs exactly one of --json FILE and --image FILE"),
+    };
+    let body = match read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("ward: cannot read {file}: {e}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    match crate::client::request(
+        "POST",
+        &url,
+        &path,
+        Some((content_type, &body)),
+        CLIENT_TIMEOUT,
+    ) {
+        Ok(resp) => {
+            let text = match serde_json::from_slice::<serde_json::Value>(&resp.body) {
+                Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
+                Err(_) => String::from_utf8_lossy(&resp.body).into_owned(),
+            };
+            println!("{text}");
+            if (200..300).contains(&resp.status) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("ward: {}", crate::version::error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -6,14 +6,19 @@
 
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod discovery;
 pub mod errors;
+pub mod hardware;
 pub mod health;
 pub mod host;
 pub mod ipc;
 pub mod lifecycle;
 pub mod logs;
 pub mod manager;
+pub mod metrics;
+pub mod openapi;
+pub mod reporter;
 pub mod restart;
 pub mod serve;
 pub mod spawn;

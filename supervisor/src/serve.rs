@@ -83,10 +83,35 @@ async fn serve(cfg: WardConfig, binary: PathBuf) -> anyhow::Result<()> {
     tracing::info!(added = report.added.len(), "initial scan done");
     // Tests and scripts read this line to learn the port (bind may say :0).
     println!("ward: listening on http://{addr}");
+    // Probing may start the CUDA driver, which blocks: off the async threads.
+    let hardware = tokio::task::spawn_blocking(crate::hardware::probe)
+        .await
+        .context("hardware probe")?;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    // Capability registration runs on its own: a slow backend never blocks serving.
+    let stop_reporter = tokio_util::sync::CancellationToken::new();
+    let reporter = {
+        let hook = metrics.clone();
+        tokio::spawn(crate::reporter::run(
+            sup.clone(),
+            hardware.clone(),
+            move |ok| {
+                hook.observe_registration(ok);
+                if ok {
+                    hook.set_registration_last_success(crate::version::now_ms() as f64 / 1e3);
+                }
+            },
+            stop_reporter.clone(),
+        ))
+    };
     let stop_http = tokio_util::sync::CancellationToken::new();
     let http = {
         let stop = stop_http.clone();
-        let app = crate::api::router(sup.clone());
+        let app = crate::api::router(Arc::new(crate::api::App {
+            sup: sup.clone(),
+            metrics,
+            hardware,
+        }));
         tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -106,8 +131,10 @@ async fn serve(cfg: WardConfig, binary: PathBuf) -> anyhow::Result<()> {
         }
     }
     tracing::info!("shutting down: draining requests, stopping workers");
+    stop_reporter.cancel();
     shutdown(&sup).await;
     stop_http.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), reporter).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
     tracing::info!("ward stopped");
     Ok(())

@@ -102,17 +102,164 @@ impl<'de> Deserialize<'de> for FlatData {
     }
 }
 
+/// The `data` of an input, as decoded.
+#[derive(Debug, PartialEq)]
+pub enum InputData {
+    /// Decoded straight into little-endian bytes (the datatype came first),
+    /// with the element count.
+    Raw { bytes: Vec<u8>, count: u64 },
+    /// Decoded before the datatype was known: converted afterwards.
+    Scalars(Vec<Scalar>),
+}
+
 /// One input tensor of a request.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct InputTensor {
     pub name: String,
     pub shape: Vec<u64>,
     pub datatype: String,
-    #[serde(default)]
     pub parameters: Option<serde_json::Map<String, Value>>,
-    #[serde(default)]
-    pub data: Option<FlatData>,
+    pub data: Option<InputData>,
+}
+
+const INPUT_FIELDS: &[&str] = &["name", "shape", "datatype", "parameters", "data"];
+
+impl<'de> Deserialize<'de> for InputTensor {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<InputTensor, D::Error> {
+        d.deserialize_map(InputVisitor)
+    }
+}
+
+struct InputVisitor;
+
+impl<'de> Visitor<'de> for InputVisitor {
+    type Value = InputTensor;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an input tensor {name, shape, datatype, data}")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<InputTensor, A::Error> {
+        let (mut name, mut shape, mut datatype, mut parameters, mut data) =
+            (None, None, None, None, None);
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "name" => name = Some(map.next_value::<String>()?),
+                "shape" => shape = Some(map.next_value::<Vec<u64>>()?),
+                "datatype" => datatype = Some(map.next_value::<String>()?),
+                "parameters" => parameters = map.next_value()?,
+                "data" => {
+                    let typed = datatype
+                        .as_deref()
+                        .and_then(|d: &str| d.parse::<DataType>().ok());
+                    data = Some(match typed {
+                        Some(dt) => {
+                            let mut bytes = Vec::new();
+                            let mut count = 0u64;
+                            map.next_value_seed(TypedSeed {
+                                datatype: dt,
+                                out: &mut bytes,
+                                count: &mut count,
+                                depth: 0,
+                            })?;
+                            InputData::Raw { bytes, count }
+                        }
+                        None => InputData::Scalars(map.next_value::<FlatData>()?.0),
+                    });
+                }
+                other => return Err(de::Error::unknown_field(other, INPUT_FIELDS)),
+            }
+        }
+        Ok(InputTensor {
+            name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+            shape: shape.ok_or_else(|| de::Error::missing_field("shape"))?,
+            datatype: datatype.ok_or_else(|| de::Error::missing_field("datatype"))?,
+            parameters,
+            data,
+        })
+    }
+}
+
+/// Decodes (nested) `data` of a known datatype straight into bytes.
+struct TypedSeed<'a> {
+    datatype: DataType,
+    out: &'a mut Vec<u8>,
+    count: &'a mut u64,
+    depth: usize,
+}
+
+impl<'de> de::DeserializeSeed<'de> for TypedSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl TypedSeed<'_> {
+    fn push<E: de::Error>(self, s: Scalar) -> Result<(), E> {
+        let at = *self.count;
+        let dt = self.datatype;
+        encode_one(dt, &s, self.out)
+            .map_err(|what| E::custom(format!("{dt} element {at} is not {what}")))?;
+        *self.count += 1;
+        Ok(())
+    }
+}
+
+impl<'de> Visitor<'de> for TypedSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} tensor data in a flat or nested list", self.datatype)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.depth >= MAX_DEPTH {
+            return Err(de::Error::custom(format!(
+                "data nested more than {MAX_DEPTH} levels deep"
+            )));
+        }
+        if self.depth == 0 {
+            let hint = seq.size_hint().unwrap_or(0).min(1 << 20);
+            self.out
+                .reserve(hint * self.datatype.element_size().unwrap_or(8));
+        }
+        let TypedSeed {
+            datatype,
+            out,
+            count,
+            depth,
+        } = self;
+        while seq
+            .next_element_seed(TypedSeed {
+                datatype,
+                out: &mut *out,
+                count: &mut *count,
+                depth: depth + 1,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.push(Scalar::Int(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.push(match i64::try_from(v) {
+            Ok(i) => Scalar::Int(i),
+            Err(_) => Scalar::UInt(v),
+        })
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.push(Scalar::Float(v))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.push(Scalar::Bool(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.push(Scalar::Str(v.to_owned()))
+    }
 }
 
 impl InputTensor {
@@ -123,23 +270,27 @@ impl InputTensor {
             .datatype
             .parse()
             .map_err(|e| format!("input {name:?}: {e}"))?;
-        let data = self
-            .data
-            .ok_or_else(|| format!("input {name:?} has no data"))?
-            .0;
         let count = self
             .shape
             .iter()
             .try_fold(1u64, |n, d| n.checked_mul(*d))
             .ok_or_else(|| format!("input {name:?}: shape {:?} is too large", self.shape))?;
-        if data.len() as u64 != count {
+        let (bytes, got) = match self
+            .data
+            .ok_or_else(|| format!("input {name:?} has no data"))?
+        {
+            InputData::Raw { bytes, count } => (bytes, count),
+            InputData::Scalars(data) => {
+                let n = data.len() as u64;
+                (encode(&name, datatype, &data)?, n)
+            }
+        };
+        if got != count {
             return Err(format!(
-                "input {name:?}: shape {:?} needs {count} elements, data has {}",
-                self.shape,
-                data.len()
+                "input {name:?}: shape {:?} needs {count} elements, data has {got}",
+                self.shape
             ));
         }
-        let bytes = encode(&name, datatype, &data)?;
         Ok(Tensor {
             name,
             datatype,
@@ -147,80 +298,96 @@ impl InputTensor {
             data: bytes,
         })
     }
+
+    /// An input whose bytes came in the binary extension's body.
+    pub fn binary_size(&self) -> Option<Result<usize, String>> {
+        let v = self.parameters.as_ref()?.get("binary_data_size")?;
+        Some(
+            v.as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| {
+                    format!(
+                        "input {:?}: parameters.binary_data_size must be a whole number",
+                        self.name
+                    )
+                }),
+        )
+    }
+
+    /// Builds the tensor from raw bytes of the binary extension.
+    pub fn into_binary_tensor(self, bytes: Vec<u8>) -> Result<Tensor, String> {
+        if self.data.is_some() {
+            return Err(format!(
+                "input {:?} has both data and binary_data_size",
+                self.name
+            ));
+        }
+        let datatype: DataType = self
+            .datatype
+            .parse()
+            .map_err(|e| format!("input {:?}: {e}", self.name))?;
+        let t = Tensor {
+            name: self.name,
+            datatype,
+            shape: self.shape,
+            data: bytes,
+        };
+        t.check().map_err(|e| format!("input {e}"))?;
+        Ok(t)
+    }
 }
 
-fn encode(name: &str, datatype: DataType, data: &[Scalar]) -> Result<Vec<u8>, String> {
-    let bad = |i: usize, what: &str| format!("input {name:?}: element {i} is not {what}");
-    let mut out = Vec::with_capacity(data.len() * datatype.element_size().unwrap_or(8));
-    macro_rules! ints {
-        ($t:ty) => {
-            for (i, s) in data.iter().enumerate() {
-                let v: $t = match s {
-                    Scalar::Int(v) => <$t>::try_from(*v)
-                        .map_err(|_| bad(i, concat!("a valid ", stringify!($t))))?,
-                    Scalar::UInt(v) => <$t>::try_from(*v)
-                        .map_err(|_| bad(i, concat!("a valid ", stringify!($t))))?,
-                    _ => return Err(bad(i, "an integer")),
-                };
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-        };
+/// Appends one element's bytes; the error says what the element should have been.
+fn encode_one(datatype: DataType, s: &Scalar, out: &mut Vec<u8>) -> Result<(), &'static str> {
+    fn int<T: TryFrom<i64> + TryFrom<u64>>(s: &Scalar) -> Result<T, &'static str> {
+        match s {
+            Scalar::Int(v) => T::try_from(*v).map_err(|_| "an integer in range"),
+            Scalar::UInt(v) => T::try_from(*v).map_err(|_| "an integer in range"),
+            _ => Err("an integer"),
+        }
     }
-    let float = |i: usize, s: &Scalar| -> Result<f64, String> {
+    let float = |s: &Scalar| -> Result<f64, &'static str> {
         match s {
             Scalar::Float(v) => Ok(*v),
             Scalar::Int(v) => Ok(*v as f64),
             Scalar::UInt(v) => Ok(*v as f64),
-            _ => Err(bad(i, "a number")),
+            _ => Err("a number"),
         }
     };
     match datatype {
-        DataType::Bool => {
-            for (i, s) in data.iter().enumerate() {
-                match s {
-                    Scalar::Bool(b) => out.push(u8::from(*b)),
-                    _ => return Err(bad(i, "a boolean")),
-                }
-            }
-        }
-        DataType::Uint8 => ints!(u8),
-        DataType::Uint16 => ints!(u16),
-        DataType::Uint32 => ints!(u32),
-        DataType::Uint64 => ints!(u64),
-        DataType::Int8 => ints!(i8),
-        DataType::Int16 => ints!(i16),
-        DataType::Int32 => ints!(i32),
-        DataType::Int64 => ints!(i64),
-        DataType::Fp32 => {
-            for (i, s) in data.iter().enumerate() {
-                out.extend_from_slice(&(float(i, s)? as f32).to_le_bytes());
-            }
-        }
-        DataType::Fp64 => {
-            for (i, s) in data.iter().enumerate() {
-                out.extend_from_slice(&float(i, s)?.to_le_bytes());
-            }
-        }
-        DataType::Fp16 => {
-            for (i, s) in data.iter().enumerate() {
-                out.extend_from_slice(&f32_to_f16(float(i, s)? as f32).to_le_bytes());
-            }
-        }
-        DataType::Bf16 => {
-            for (i, s) in data.iter().enumerate() {
-                out.extend_from_slice(&f32_to_bf16(float(i, s)? as f32).to_le_bytes());
-            }
-        }
+        DataType::Bool => match s {
+            Scalar::Bool(b) => out.push(u8::from(*b)),
+            _ => return Err("a boolean"),
+        },
+        DataType::Uint8 => out.push(int::<u8>(s)?),
+        DataType::Uint16 => out.extend_from_slice(&int::<u16>(s)?.to_le_bytes()),
+        DataType::Uint32 => out.extend_from_slice(&int::<u32>(s)?.to_le_bytes()),
+        DataType::Uint64 => out.extend_from_slice(&int::<u64>(s)?.to_le_bytes()),
+        DataType::Int8 => out.extend_from_slice(&int::<i8>(s)?.to_le_bytes()),
+        DataType::Int16 => out.extend_from_slice(&int::<i16>(s)?.to_le_bytes()),
+        DataType::Int32 => out.extend_from_slice(&int::<i32>(s)?.to_le_bytes()),
+        DataType::Int64 => out.extend_from_slice(&int::<i64>(s)?.to_le_bytes()),
+        DataType::Fp32 => out.extend_from_slice(&(float(s)? as f32).to_le_bytes()),
+        DataType::Fp64 => out.extend_from_slice(&float(s)?.to_le_bytes()),
+        DataType::Fp16 => out.extend_from_slice(&f32_to_f16(float(s)? as f32).to_le_bytes()),
+        DataType::Bf16 => out.extend_from_slice(&f32_to_bf16(float(s)? as f32).to_le_bytes()),
         DataType::Bytes => {
-            for (i, s) in data.iter().enumerate() {
-                let Scalar::Str(text) = s else {
-                    return Err(bad(i, "a string"));
-                };
-                let len = u32::try_from(text.len()).map_err(|_| bad(i, "a string under 4 GiB"))?;
-                out.extend_from_slice(&len.to_le_bytes());
-                out.extend_from_slice(text.as_bytes());
-            }
+            let Scalar::Str(text) = s else {
+                return Err("a string");
+            };
+            let len = u32::try_from(text.len()).map_err(|_| "a string under 4 GiB")?;
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(text.as_bytes());
         }
+    }
+    Ok(())
+}
+
+fn encode(name: &str, datatype: DataType, data: &[Scalar]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(data.len() * datatype.element_size().unwrap_or(8));
+    for (i, s) in data.iter().enumerate() {
+        encode_one(datatype, s, &mut out)
+            .map_err(|what| format!("input {name:?}: element {i} is not {what}"))?;
     }
     Ok(out)
 }
@@ -412,7 +579,7 @@ mod tests {
             ),
             (
                 r#"{"name":"x","shape":[1],"datatype":"INT8","data":[300]}"#,
-                "element 0 is not a valid i8",
+                "element 0 is not an integer in range",
             ),
             (
                 r#"{"name":"x","shape":[1],"datatype":"FP32","data":["a"]}"#,

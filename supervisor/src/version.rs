@@ -614,7 +614,7 @@ impl Owner {
         let req = LoadRequest {
             model_dir: self.path.to_string_lossy().into_owned(),
             device: Device::Cpu,
-            intra_op_threads: self.cfg.worker.intra_op_threads,
+            intra_op_threads: intra_op_threads(&self.contract, &self.cfg),
             onnxruntime_library: self
                 .cfg
                 .worker
@@ -1040,6 +1040,17 @@ impl Owner {
 }
 
 const PING_EVERY: Duration = Duration::from_secs(5);
+
+/// Threads for one inference: what the model declares in `resources.cpus`
+/// (rounded up), else the configured default, never more than the host's cores.
+fn intra_op_threads(contract: &ModelContract, cfg: &WardConfig) -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    contract
+        .resources
+        .cpus
+        .map_or(cfg.worker.intra_op_threads, |c| c.ceil() as u32)
+        .clamp(1, cores.max(1))
+}
 
 /// RLIMIT_AS for a worker declaring `mb` of memory. Address space is not
 /// memory: ONNX Runtime and Python reserve far more than they touch, so the

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // Tests unwrap: a panic is the failure report.
 
+mod api;
 mod server;
 mod supervisor;
 mod support;
