@@ -337,11 +337,35 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Confinement of untrusted plugins (trusted ones, `models.trusted`, run unconfined).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SandboxConfig {
     /// Refuse to start untrusted plugins when a sandbox layer is missing.
     pub strict: bool,
+    /// Private writable scratch (`/tmp`) per worker, in MB.
+    pub scratch_mb: u64,
+    /// Processes (and threads) one plugin may have: cgroup pids.max and RLIMIT_NPROC.
+    pub pids_max: u64,
+    /// RLIMIT_NOFILE.
+    pub open_files: u64,
+    /// RLIMIT_CPU: a backstop behind the per-request deadlines.
+    pub cpu_seconds: u64,
+    /// Plugins run as uid/gid `uid_base + n`, one per model version.
+    pub uid_base: u32,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            strict: false,
+            scratch_mb: 64,
+            pids_max: 64,
+            open_files: 256,
+            cpu_seconds: 7 * 24 * 3600,
+            uid_base: 200_000,
+        }
+    }
 }
 
 /// Why the configuration could not be used.
@@ -604,6 +628,19 @@ impl WardConfig {
             "resources.default_model_memory_mb",
             self.resources.default_model_memory_mb,
         );
+        positive("sandbox.scratch_mb", self.sandbox.scratch_mb);
+        if self.sandbox.pids_max < 8 {
+            bad.push(
+                "sandbox.pids_max must be at least 8 (the worker and its plugin need threads)"
+                    .to_owned(),
+            );
+        }
+        if self.sandbox.open_files < 32 {
+            bad.push("sandbox.open_files must be at least 32".to_owned());
+        }
+        if self.sandbox.uid_base < 1000 || self.sandbox.uid_base > u32::MAX - 60_000 {
+            bad.push("sandbox.uid_base must leave room for 60000 plugin ids above 1000".to_owned());
+        }
         if self.worker.spin_us > 10_000 {
             bad.push("worker.spin_us must be at most 10000".to_owned());
         }

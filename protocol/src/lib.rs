@@ -35,6 +35,7 @@
 mod codec;
 mod error;
 mod frame;
+pub mod jail;
 mod message;
 mod tensor;
 #[cfg(feature = "tokio")]

@@ -400,7 +400,10 @@ async fn runtime_health(State(app): State<Shared>) -> Json<Value> {
 }
 
 async fn capabilities(State(app): State<Shared>) -> Json<Value> {
-    Json(crate::reporter::declaration(&app.sup, &app.hardware))
+    let mut decl = crate::reporter::declaration(&app.sup, &app.hardware);
+    // What this host can confine plugins with (ISOLATION.md's capability matrix).
+    decl["isolation"] = serde_json::to_value(&app.sup.isolation).unwrap_or(Value::Null);
+    Json(decl)
 }
 
 async fn openapi() -> Response {

@@ -5,6 +5,7 @@
 //! integration tests can build the same entry point under another name.
 
 pub mod api;
+pub mod cgroup;
 pub mod cli;
 pub mod client;
 pub mod discovery;
@@ -13,6 +14,7 @@ pub mod hardware;
 pub mod health;
 pub mod host;
 pub mod ipc;
+pub mod isolation;
 pub mod lifecycle;
 pub mod logs;
 pub mod manager;
@@ -20,6 +22,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod reporter;
 pub mod restart;
+pub mod sandbox;
 pub mod serve;
 pub mod spawn;
 pub mod tensor_json;

@@ -50,6 +50,10 @@ pub struct Supervisor {
     draining: AtomicBool,
     /// Memory available to models, in MB.
     pub memory_budget_mb: u64,
+    /// What the host offers for sandboxing (probed at startup).
+    pub isolation: crate::isolation::IsolationReport,
+    /// What a jailed worker needs to see.
+    runtime: Arc<crate::sandbox::RuntimePaths>,
 }
 
 fn read_registry<'a>(
@@ -79,7 +83,14 @@ fn host_memory_mb() -> Option<u64> {
 }
 
 impl Supervisor {
-    pub fn new(cfg: WardConfig, host: HostInfo, worker_binary: PathBuf) -> Arc<Supervisor> {
+    /// `isolation` and `runtime` come from blocking probes: see [`Supervisor::probe`].
+    pub fn new(
+        cfg: WardConfig,
+        host: HostInfo,
+        worker_binary: PathBuf,
+        isolation: crate::isolation::IsolationReport,
+        runtime: crate::sandbox::RuntimePaths,
+    ) -> Arc<Supervisor> {
         let memory_budget_mb = cfg
             .resources
             .memory_budget_mb
@@ -96,7 +107,32 @@ impl Supervisor {
             cancel: CancellationToken::new(),
             draining: AtomicBool::new(false),
             memory_budget_mb,
+            isolation,
+            runtime: Arc::new(runtime),
         })
+    }
+
+    /// The blocking start-up probes: the host's isolation layers, and the
+    /// runtime paths a jailed worker needs.
+    pub fn probe(
+        cfg: &WardConfig,
+        worker_binary: &std::path::Path,
+    ) -> (
+        crate::isolation::IsolationReport,
+        crate::sandbox::RuntimePaths,
+    ) {
+        let isolation = crate::isolation::probe();
+        let ort = cfg
+            .worker
+            .onnxruntime_library
+            .clone()
+            .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from));
+        let runtime = crate::sandbox::RuntimePaths::discover(
+            worker_binary,
+            ort.as_deref(),
+            &cfg.worker.python,
+        );
+        (isolation, runtime)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
@@ -288,19 +324,28 @@ impl Supervisor {
                     continue;
                 }
             };
+            // Trust is the operator's decision: everything else is confined.
+            let jail = if crate::sandbox::trusted(&self.cfg, &handle.key.model) {
+                None
+            } else if self.cfg.sandbox.strict && !self.isolation.missing.is_empty() {
+                let reason = format!(
+                    "sandbox.strict: this host lacks {} needed to confine an untrusted plugin",
+                    self.isolation.missing.join(", ")
+                );
+                let _ = handle.set_state(LifecycleState::Failed, Some(reason));
+                continue;
+            } else {
+                Some(self.runtime.clone())
+            };
+            handle.set_confinement(
+                jail.is_some(),
+                if jail.is_some() {
+                    self.isolation.missing.clone()
+                } else {
+                    Vec::new()
+                },
+            );
             let key = handle.key.clone();
-            let inert = Arc::try_unwrap(handle).unwrap_or_else(|shared| {
-                // Only the registry holds it; should another holder exist, start from a copy.
-                VersionHandle::inert(
-                    shared.key.clone(),
-                    path.clone(),
-                    LifecycleState::Loading,
-                    None,
-                    None,
-                    &self.cfg,
-                    self.events.clone(),
-                )
-            });
             let started = version::start(
                 VersionSetup {
                     key: key.clone(),
@@ -312,8 +357,9 @@ impl Supervisor {
                     mode: choice.mode.to_string(),
                     mode_reason: choice.to_string(),
                     events: self.events.clone(),
+                    jail,
                 },
-                inert,
+                &handle,
                 &self.tracker,
             );
             write_registry(&self.registry).insert(key, Arc::new(started));

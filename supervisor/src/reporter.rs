@@ -1103,6 +1103,8 @@ mod tests {
             cfg,
             ward_config::HostInfo::default(),
             "/nonexistent/ward-worker".into(),
+            crate::isolation::probe(),
+            crate::sandbox::RuntimePaths::default(),
         )
     }
 
@@ -1199,7 +1201,13 @@ mod tests {
             model_root: dir.path().to_owned(),
             ..Default::default()
         };
-        let sup = Supervisor::new(cfg, ward_config::HostInfo::default(), "/nonexistent".into());
+        let sup = Supervisor::new(
+            cfg,
+            ward_config::HostInfo::default(),
+            "/nonexistent".into(),
+            crate::isolation::probe(),
+            crate::sandbox::RuntimePaths::default(),
+        );
         tokio::time::timeout(
             TIMEOUT,
             run(

@@ -67,7 +67,20 @@ fn run(config: Option<&Path>) -> anyhow::Result<()> {
 async fn serve(cfg: WardConfig, binary: PathBuf) -> anyhow::Result<()> {
     let host = crate::host::probe();
     let bind = cfg.server.bind;
-    let sup = Supervisor::new(cfg, host, binary);
+    let (isolation, runtime) = {
+        let (cfg, binary) = (cfg.clone(), binary.clone());
+        tokio::task::spawn_blocking(move || Supervisor::probe(&cfg, &binary))
+            .await
+            .context("start-up probes")?
+    };
+    tracing::info!(
+        landlock_abi = ?isolation.landlock_abi,
+        seccomp = isolation.seccomp_filter,
+        missing = ?isolation.missing,
+        "sandbox layers available on this host"
+    );
+    crate::cgroup::cleanup_stale("ward-");
+    let sup = Supervisor::new(cfg, host, binary, isolation, runtime);
     tracing::info!(budget_mb = sup.memory_budget_mb, "ward starting");
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;

@@ -58,6 +58,9 @@ pub struct WorkerSpec {
     pub env: Vec<(OsString, OsString)>,
     /// Address-space limit for the worker and its plugin children.
     pub address_space_bytes: Option<u64>,
+    /// Run under `ward-worker jail` with this spec (its socket is filled in
+    /// here); `None` runs the worker directly (trusted models).
+    pub jail: Option<ward_protocol::jail::JailSpec>,
 }
 
 /// A started worker that has completed the handshake.
@@ -98,13 +101,7 @@ pub async fn start(spec: &WorkerSpec, connect_timeout: Duration) -> Result<Start
     let listener = UnixListener::bind(&socket)?;
     let token = token();
     let mut cmd = Command::new(&spec.binary);
-    cmd.arg("--socket")
-        .arg(&socket)
-        .arg("--max-frame")
-        .arg(spec.limit.get().to_string())
-        .arg("--spin-us")
-        .arg(spec.spin_us.to_string())
-        .env_clear()
+    cmd.env_clear()
         .envs(
             ENV_ALLOW
                 .iter()
@@ -115,10 +112,33 @@ pub async fn start(spec: &WorkerSpec, connect_timeout: Duration) -> Result<Start
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .kill_on_drop(true);
+    let worker_args = [
+        "--max-frame".to_owned(),
+        spec.limit.get().to_string(),
+        "--spin-us".to_owned(),
+        spec.spin_us.to_string(),
+    ];
+    match &spec.jail {
+        Some(jail) => {
+            // The jailer connects itself (before its filesystem is replaced)
+            // and calls setsid, which makes it the leader of the process group
+            // the supervisor kills.
+            let mut jail = jail.clone();
+            jail.socket = socket.to_string_lossy().into_owned();
+            jail.worker_args = worker_args.to_vec();
+            cmd.arg("jail")
+                .env(ward_protocol::jail::SPEC_ENV, jail.to_hex()?);
+        }
+        None => {
+            cmd.arg("--socket")
+                .arg(&socket)
+                .args(worker_args)
+                .process_group(0);
+        }
+    }
     let parent = std::process::id();
-    let address_space = spec.address_space_bytes;
+    let address_space = spec.address_space_bytes.filter(|_| spec.jail.is_none());
     // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {

@@ -86,8 +86,16 @@ pub struct LastExit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExitCause {
-    /// The process exited or was killed by a signal on its own.
+    /// The worker exited on its own with a non-zero status.
     Crashed,
+    /// The worker exited 0 without being asked to.
+    CleanExit,
+    /// A signal killed the worker (SIGSEGV, SIGKILL from outside, ...).
+    CrashSignal,
+    /// The worker's cgroup hit its memory limit and the kernel killed it.
+    OutOfMemory,
+    /// A forbidden system call: seccomp killed the process (SIGSYS).
+    SeccompViolation,
     /// Killed by ward: a request outlived its deadline plus the grace.
     KilledForDeadline,
     /// Killed by ward: the worker broke the protocol (garbage, oversize frame).
@@ -111,6 +119,10 @@ pub struct VersionStatus {
     pub since_ms: u64,
     pub mode: Option<String>,
     pub mode_reason: Option<String>,
+    /// Whether the worker runs in the sandbox (untrusted) or unconfined (trusted).
+    pub sandboxed: bool,
+    /// Sandbox layers this host could not provide (empty when complete).
+    pub sandbox_missing: Vec<String>,
     pub pid: Option<u32>,
     /// Worker processes started so far for this version.
     pub generation: u64,
@@ -188,6 +200,8 @@ impl VersionHandle {
             since_ms: now_ms(),
             mode: None,
             mode_reason: None,
+            sandboxed: false,
+            sandbox_missing: Vec::new(),
             pid: None,
             generation: 0,
             restarts: 0,
@@ -226,6 +240,12 @@ impl VersionHandle {
 
     pub fn state(&self) -> LifecycleState {
         lock(&self.shared).status.state
+    }
+
+    pub fn set_confinement(&self, sandboxed: bool, missing: Vec<String>) {
+        let mut g = lock(&self.shared);
+        g.status.sandboxed = sandboxed;
+        g.status.sandbox_missing = missing;
     }
 
     /// Moves a task-less version to another state (validation, skipping, unloading).
@@ -349,12 +369,16 @@ pub struct VersionSetup {
     pub mode: String,
     pub mode_reason: String,
     pub events: broadcast::Sender<Event>,
+    /// Runtime paths a jailed worker needs; `None` runs the worker unconfined
+    /// (the operator trusts this model).
+    pub jail: Option<Arc<crate::sandbox::RuntimePaths>>,
 }
 
 /// Starts the owning task of a validated, admitted version (state LOADING).
+/// The returned handle shares `handle`'s status, which the registry may also hold.
 pub fn start(
     setup: VersionSetup,
-    handle: VersionHandle,
+    handle: &VersionHandle,
     tracker: &tokio_util::task::TaskTracker,
 ) -> VersionHandle {
     let cfg = setup.cfg.clone();
@@ -368,10 +392,12 @@ pub fn start(
         g.status.mode_reason = Some(setup.mode_reason.clone());
     }
     let handle = VersionHandle {
+        key: handle.key.clone(),
         infer_tx: Some(infer_tx),
         control_tx: Some(control_tx),
         contract: Some(setup.contract.clone()),
-        ..handle
+        shared: handle.shared.clone(),
+        events: handle.events.clone(),
     };
     let owner = Owner::new(setup, handle.shared.clone(), infer_rx);
     tracker.spawn(owner.run(control_rx));
@@ -406,6 +432,11 @@ struct Owner {
     restarts: RestartTracker,
     generation: u64,
     declared_mb: u64,
+    /// Runtime paths for the jail, when this model is confined.
+    runtime: Option<Arc<crate::sandbox::RuntimePaths>>,
+    jailed: bool,
+    /// The current worker's cgroup (confined workers only).
+    cgroup: Option<crate::cgroup::WorkerCgroup>,
     /// `None` when the log directory is unusable: output is then drained and dropped.
     log: Option<Arc<tokio::sync::Mutex<LogFile>>>,
     tail: Arc<Mutex<Tail>>,
@@ -437,6 +468,9 @@ impl Owner {
             infer_rx,
             generation: 0,
             declared_mb: setup.declared_memory_mb,
+            jailed: setup.jail.is_some(),
+            runtime: setup.jail,
+            cgroup: None,
             log,
             tail: Arc::new(Mutex::new(Tail::new(TAIL_LINES))),
         }
@@ -576,27 +610,69 @@ impl Owner {
         }
     }
 
-    fn spec(&self) -> WorkerSpec {
-        WorkerSpec {
+    fn spec(&mut self) -> Result<WorkerSpec, String> {
+        let name = format!(
+            "{}-{}-{}",
+            self.key.model, self.key.version, self.generation
+        );
+        let address_space = address_space_limit(self.declared_mb);
+        let jail = match &self.runtime {
+            None => None,
+            Some(runtime) => {
+                // A fresh cgroup per worker: its OOM count is this worker's alone.
+                let limits = crate::cgroup::CgroupLimits {
+                    memory_bytes: self.declared_mb.saturating_mul(1 << 20),
+                    pids_max: self.cfg.sandbox.pids_max,
+                    cpu_quota: self.contract.resources.cpus,
+                };
+                self.cgroup = None;
+                let cgroup = crate::cgroup::WorkerCgroup::create(&cgroup_root(), &name, &limits)
+                    .map_err(|e| {
+                        format!("cannot create the worker's cgroup: {}", error_chain(&e))
+                    })?;
+                if self.cfg.sandbox.strict && !cgroup.missing().is_empty() {
+                    return Err(format!(
+                        "sandbox.strict: cgroup controllers unavailable: {}",
+                        cgroup.missing().join(", ")
+                    ));
+                }
+                let new_root = self.cfg.run_dir.join("jails").join(&name);
+                std::fs::create_dir_all(&new_root)
+                    .map_err(|e| format!("cannot create {}: {e}", new_root.display()))?;
+                let plan = crate::sandbox::JailPlan {
+                    cfg: &self.cfg,
+                    contract: &self.contract,
+                    model_dir: &self.path,
+                    worker: &self.binary,
+                    worker_args: Vec::new(),
+                    runtime,
+                    cgroup_procs: cgroup.procs_files(),
+                    new_root,
+                    name: name.clone(),
+                    address_space_bytes: address_space,
+                };
+                let spec = plan.spec();
+                self.cgroup = Some(cgroup);
+                Some(spec)
+            }
+        };
+        Ok(WorkerSpec {
             binary: self.binary.clone(),
             run_dir: self.cfg.run_dir.clone(),
-            name: format!(
-                "{}-{}-{}",
-                self.key.model, self.key.version, self.generation
-            ),
+            name,
             limit: ward_protocol::FrameLimit::new(self.cfg.worker.max_frame_bytes),
             spin_us: ward_worker_spin_us(&self.cfg),
             env: Vec::new(),
-            address_space_bytes: Some(address_space_limit(self.declared_mb)),
-        }
+            address_space_bytes: Some(address_space),
+            jail,
+        })
     }
 
-    /// Spawns a worker and loads the model, within the load timeout.
     async fn load(&mut self) -> Result<(Child, crate::ipc::Conn), (String, Option<LastExit>)> {
         self.generation += 1;
         let load_timeout = Duration::from_millis(self.cfg.timeouts.load_ms);
         let started_at = Instant::now();
-        let spec = self.spec();
+        let spec = self.spec().map_err(|e| (e, None))?;
         let Started {
             mut child,
             pid,
@@ -729,11 +805,7 @@ impl Owner {
             tokio::select! {
                 biased;
                 status = child.wait() => {
-                    let status = match status {
-                        Ok(s) => describe_status(s),
-                        Err(e) => format!("wait failed: {e}"),
-                    };
-                    break Ended::Crashed(self.exit(ExitCause::Crashed, status));
+                    break Ended::Crashed(self.crash(status.map_err(|e| format!("wait failed: {e}"))));
                 }
                 msg = conn.next() => match msg {
                     Ok(FromWorker::InferOk(ok)) => {
@@ -756,7 +828,7 @@ impl Owner {
                     Err(ProtocolError::Closed) => {
                         // The socket closed: the process is exiting; its status follows.
                         let status = wait_briefly(child).await;
-                        break Ended::Crashed(self.exit(ExitCause::Crashed, status));
+                        break Ended::Crashed(self.crash(status));
                     }
                     Err(e) => break Ended::Crashed(self.violation(child, error_chain(&e)).await),
                 },
@@ -834,7 +906,7 @@ impl Owner {
                     ping_seq += 1;
                     if pending.is_empty() && conn.send(&ToWorker::Ping { seq: ping_seq }).await.is_err() {
                         let status = wait_briefly(child).await;
-                        break Ended::Crashed(self.exit(ExitCause::Crashed, status));
+                        break Ended::Crashed(self.crash(status));
                     }
                 }
             }
@@ -948,6 +1020,48 @@ impl Owner {
         Ok(Some(value))
     }
 
+    /// A worker that died on its own: what killed it.
+    fn crash(&self, status: Result<std::process::ExitStatus, String>) -> LastExit {
+        use std::os::unix::process::ExitStatusExt;
+        let sigsys = nix::sys::signal::Signal::SIGSYS as i32;
+        let oom = self
+            .cgroup
+            .as_ref()
+            .and_then(crate::cgroup::WorkerCgroup::oom_kills)
+            .is_some_and(|n| n > 0);
+        let (cause, text) = match status {
+            Err(text) => (
+                if oom {
+                    ExitCause::OutOfMemory
+                } else {
+                    ExitCause::Crashed
+                },
+                text,
+            ),
+            Ok(s) => {
+                // A jailed worker's status is relayed by the sandbox's pid 1: a
+                // signal arrives as 128 + n.
+                let signal = s.signal().or(s
+                    .code()
+                    .filter(|c| *c > 128 && self.jailed)
+                    .map(|c| c - 128));
+                let cause = if oom {
+                    ExitCause::OutOfMemory
+                } else if signal == Some(sigsys) {
+                    ExitCause::SeccompViolation
+                } else if signal.is_some() {
+                    ExitCause::CrashSignal
+                } else if s.code() == Some(0) {
+                    ExitCause::CleanExit
+                } else {
+                    ExitCause::Crashed
+                };
+                (cause, describe_status(s))
+            }
+        };
+        self.exit(cause, text)
+    }
+
     fn exit(&self, cause: ExitCause, status: String) -> LastExit {
         let stderr_tail = self.tail.lock().map(|t| t.lines()).unwrap_or_default();
         LastExit {
@@ -1041,6 +1155,11 @@ impl Owner {
 
 const PING_EVERY: Duration = Duration::from_secs(5);
 
+/// This supervisor's cgroup subtree: `ward-<pid>`.
+pub fn cgroup_root() -> String {
+    format!("ward-{}", std::process::id())
+}
+
 /// Threads for one inference: what the model declares in `resources.cpus`
 /// (rounded up), else the configured default, never more than the host's cores.
 fn intra_op_threads(contract: &ModelContract, cfg: &WardConfig) -> u32 {
@@ -1091,15 +1210,17 @@ fn kill_group(child: &Child) {
 
 /// After the socket closed: the exit status, which follows within moments;
 /// a worker that closed its socket but lingers is killed.
-async fn wait_briefly(child: &mut Child) -> String {
+async fn wait_briefly(child: &mut Child) -> Result<std::process::ExitStatus, String> {
     match tokio::time::timeout(Duration::from_millis(500), child.wait()).await {
-        Ok(Ok(status)) => describe_status(status),
-        Ok(Err(e)) => format!("wait failed: {e}"),
+        Ok(r) => r.map_err(|e| format!("wait failed: {e}")),
         Err(_) => {
             kill_group(child);
             match child.wait().await {
-                Ok(s) => format!("closed its socket and was killed ({})", describe_status(s)),
-                Err(e) => format!("wait failed: {e}"),
+                Ok(s) => Err(format!(
+                    "closed its socket and was killed ({})",
+                    describe_status(s)
+                )),
+                Err(e) => Err(format!("wait failed: {e}")),
             }
         }
     }
@@ -1120,6 +1241,10 @@ pub fn describe_status(status: std::process::ExitStatus) -> String {
 fn describe_cause(cause: ExitCause) -> &'static str {
     match cause {
         ExitCause::Crashed => "crashed",
+        ExitCause::CleanExit => "exited unasked",
+        ExitCause::CrashSignal => "was killed by a signal",
+        ExitCause::OutOfMemory => "was killed for exceeding its memory limit (OOM)",
+        ExitCause::SeccompViolation => "was killed for a forbidden system call (seccomp, SIGSYS)",
         ExitCause::KilledForDeadline => "killed for exceeding its deadline",
         ExitCause::ProtocolViolation => "killed for a protocol violation",
         ExitCause::Stopped => "stopped",

@@ -438,22 +438,19 @@ fn after_sigkill_of_the_supervisor_no_worker_remains() {
         },
         &[],
     );
-    let mut pids = vec![
+    let roots = [
         pid(&ward.wait_state("misbehave", "1.0.0", "READY")) as u32,
         pid(&ward.wait_state("digits", "1.0.0", "READY")) as u32,
     ];
-    // The Python plugin process under the misbehave worker, too.
-    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", pids[0]))
-        .unwrap_or_default();
-    pids.extend(
-        children
-            .split_whitespace()
-            .filter_map(|p| p.parse::<u32>().ok()),
-    );
-    assert_eq!(
-        pids.len(),
-        3,
-        "two workers and one plugin process: {pids:?}"
+    // Every process under both workers: jailer, the sandbox's pid 1, the
+    // worker, and the Python plugin process.
+    let pids: Vec<u32> = roots
+        .iter()
+        .flat_map(|p| crate::server::process_tree(*p))
+        .collect();
+    assert!(
+        pids.len() >= 3,
+        "two workers and a plugin process at least: {pids:?}"
     );
     ward.signal(Signal::SIGKILL);
     ward.wait_exit(Duration::from_secs(5)).expect("ward died");

@@ -22,6 +22,7 @@ sys.stdout = sys.stderr
 PROTO_IN = os.fdopen(os.dup(0), "rb", buffering=0)
 devnull = os.open(os.devnull, os.O_RDONLY)
 os.dup2(devnull, 0)
+os.close(devnull)
 sys.dont_write_bytecode = True
 
 import numpy as np  # noqa: E402  (after the fd set-up, so its prints cannot corrupt the protocol)

@@ -58,6 +58,10 @@ fn parse(args: &[String]) -> Option<Options> {
 
 pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // The jailer must run before anything else (it needs a single-threaded process).
+    if crate::jail::requested(&args) {
+        crate::jail::main();
+    }
     let Some(Options {
         target,
         limit,
@@ -75,7 +79,17 @@ pub fn main() -> ExitCode {
         Target::Socket(path) => server::serve_socket(&path, token, limit, spin),
         Target::Fd(fd) => {
             // SAFETY: the supervisor passes us this descriptor and nothing else owns it.
-            let stream = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            // It arrived without close-on-exec (that is how it got here); set it
+            // again, or every plugin process would inherit the supervisor's socket.
+            if let Err(e) = nix::fcntl::fcntl(
+                &owned,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            ) {
+                eprintln!("ward-worker: cannot set close-on-exec on the socket: {e}");
+                return ExitCode::FAILURE;
+            }
+            let stream = UnixStream::from(owned);
             stream
                 .try_clone()
                 .map_err(|e| Exit::Protocol(ProtocolError::from(e)))

@@ -12,5 +12,6 @@ pub mod check;
 pub mod classify;
 pub mod cli;
 pub mod frame;
+pub mod jail;
 pub mod server;
 pub mod stats;

@@ -1,0 +1,220 @@
+//! Deciding how a worker is confined, and describing the jail for the jailer.
+//!
+//! Trust is the operator's decision (`models.trusted`), never the plugin's:
+//! an untrusted model's worker always runs under `ward-worker jail` (see the
+//! worker's `jail` module for the layers). The supervisor prepares what the
+//! jailer cannot do from inside: the cgroups, the empty directory the new root
+//! is built on, and the list of runtime paths the worker needs to see.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use ward_config::{ModelContract, WardConfig};
+use ward_protocol::jail::{JailLimits, JailSpec};
+
+/// Paths every jailed worker needs, read-only: found once at startup.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RuntimePaths {
+    /// Bound read-only and executable.
+    pub exec: Vec<PathBuf>,
+    /// Bound read-only, not executable.
+    pub data: Vec<PathBuf>,
+}
+
+/// The Python installation a plugin interpreter needs: its prefixes (a
+/// virtualenv's and the base installation it points to).
+fn python_prefixes(python: &Path) -> Vec<PathBuf> {
+    let out = std::process::Command::new(python)
+        .args(["-I", "-c", "import sys; print(sys.prefix); print(sys.base_prefix); print(sys.exec_prefix); print(sys.base_exec_prefix)"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| std::fs::canonicalize(l.trim()).unwrap_or_else(|_| PathBuf::from(l.trim())))
+            .collect(),
+        _ => {
+            tracing::warn!(python = %python.display(), "cannot ask the plugin interpreter for its prefixes; Python plugins will not run sandboxed");
+            Vec::new()
+        }
+    }
+}
+
+impl RuntimePaths {
+    /// The system's library and binary directories, the worker binary, the
+    /// ONNX Runtime library's directory and the Python installation.
+    pub fn discover(worker: &Path, onnxruntime: Option<&Path>, python: &Path) -> RuntimePaths {
+        let mut exec: BTreeSet<PathBuf> = ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin"]
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| p.exists())
+            .collect();
+        exec.insert(std::fs::canonicalize(worker).unwrap_or_else(|_| worker.to_owned()));
+        if let Some(dir) = onnxruntime
+            .and_then(|lib| std::fs::canonicalize(lib).ok())
+            .and_then(|l| l.parent().map(Path::to_owned))
+        {
+            exec.insert(dir);
+        }
+        // The interpreter as configured (it may be a symlink into a venv).
+        if let Some(venv_python) = which(python) {
+            exec.insert(venv_python.clone());
+            if let Ok(real) = std::fs::canonicalize(&venv_python) {
+                exec.insert(real);
+            }
+            exec.extend(python_prefixes(&venv_python));
+        }
+        // Drop paths already covered by a bound ancestor.
+        let exec: Vec<PathBuf> = exec
+            .iter()
+            .filter(|p| !exec.iter().any(|q| q != *p && p.starts_with(q)))
+            .cloned()
+            .collect();
+        let data = ["/etc/ld.so.cache", "/etc/localtime"]
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| p.exists())
+            .collect();
+        RuntimePaths { exec, data }
+    }
+}
+
+/// Resolves a program name through PATH, like a shell.
+fn which(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return std::fs::canonicalize(program)
+            .ok()
+            .map(|_| std::path::absolute(program).unwrap_or_else(|_| program.to_owned()));
+    }
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| p.is_file())
+}
+
+/// The plugin's own uid/gid: stable per model version, outside the range of
+/// ordinary users, so that RLIMIT_NPROC counts only this plugin's processes.
+pub fn plugin_id(base: u32, model: &str, version: &str) -> u32 {
+    // FNV-1a: stable across runs and platforms.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in model.bytes().chain([b'@']).chain(version.bytes()) {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    base + h % 60_000
+}
+
+/// Everything needed to write the jail spec of one worker generation.
+pub struct JailPlan<'a> {
+    pub cfg: &'a WardConfig,
+    pub contract: &'a ModelContract,
+    pub model_dir: &'a Path,
+    pub worker: &'a Path,
+    pub worker_args: Vec<String>,
+    pub runtime: &'a RuntimePaths,
+    pub cgroup_procs: Vec<PathBuf>,
+    pub new_root: PathBuf,
+    pub name: String,
+    pub address_space_bytes: u64,
+}
+
+/// Variables the worker may see inside the jail (values from the supervisor's
+/// own environment where present).
+const ENV_PASS: &[&str] = &["PATH", "LANG", "LC_ALL", "TZ"];
+
+impl JailPlan<'_> {
+    /// The spec, minus the socket path (filled in by the launcher).
+    pub fn spec(&self) -> JailSpec {
+        let s = &self.cfg.sandbox;
+        let id = plugin_id(
+            s.uid_base,
+            self.contract.model_id.as_str(),
+            &self.contract.version.to_string(),
+        );
+        let mut env: Vec<(String, String)> = ENV_PASS
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+            .collect();
+        env.extend(
+            [
+                ("HOME", "/tmp"),
+                ("TMPDIR", "/tmp"),
+                ("PYTHONDONTWRITEBYTECODE", "1"),
+                ("PYTHONNOUSERSITE", "1"),
+                ("OMP_NUM_THREADS", "1"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        let string = |p: &Path| p.to_string_lossy().into_owned();
+        JailSpec {
+            parent_pid: std::process::id(),
+            socket: String::new(),
+            worker: string(self.worker),
+            worker_args: self.worker_args.clone(),
+            cgroup_procs: self.cgroup_procs.iter().map(|p| string(p)).collect(),
+            uid: id,
+            gid: id,
+            hostname: "plugin".to_owned(),
+            new_root: string(&self.new_root),
+            scratch_mb: s.scratch_mb,
+            // The model directory is read-only but executable: plugins may
+            // legitimately ship native code (compiled extensions, helpers).
+            read_exec: self
+                .runtime
+                .exec
+                .iter()
+                .map(PathBuf::as_path)
+                .chain(std::iter::once(self.model_dir))
+                .map(string)
+                .collect(),
+            read_only: self.runtime.data.iter().map(|p| string(p)).collect(),
+            limits: JailLimits {
+                address_space_bytes: self.address_space_bytes,
+                open_files: s.open_files,
+                processes: s.pids_max,
+                file_size_bytes: s.scratch_mb.saturating_mul(1 << 20).max(1 << 20),
+                cpu_seconds: s.cpu_seconds,
+            },
+            env,
+            strict: s.strict,
+        }
+    }
+}
+
+/// Whether the operator trusts this model to run without a sandbox.
+pub fn trusted(cfg: &WardConfig, model: &str) -> bool {
+    cfg.is_trusted(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_ids_are_stable_and_in_range() {
+        let a = plugin_id(200_000, "digits", "1.0.0");
+        assert_eq!(a, plugin_id(200_000, "digits", "1.0.0"));
+        assert_ne!(a, plugin_id(200_000, "digits", "1.1.0"));
+        assert!((200_000..260_000).contains(&a));
+    }
+
+    #[test]
+    fn runtime_paths_cover_the_system_and_the_worker() {
+        let worker = std::env::current_exe().unwrap();
+        let paths = RuntimePaths::discover(&worker, None, Path::new("/nonexistent/python"));
+        assert!(paths.exec.contains(&PathBuf::from("/usr")));
+        assert!(
+            paths.exec.iter().any(|p| worker.starts_with(p)),
+            "{paths:?}"
+        );
+        // No path is listed under an ancestor already listed.
+        for p in &paths.exec {
+            assert!(
+                !paths.exec.iter().any(|q| q != p && p.starts_with(q)),
+                "{p:?} is redundant"
+            );
+        }
+    }
+}
