@@ -27,9 +27,19 @@ fn repo() -> PathBuf {
 
 fn venv_lib() -> String {
     let lib = repo().join(".venv/lib");
-    for d in std::fs::read_dir(&lib).expect("run ./setup.sh first").flatten() {
-        for f in std::fs::read_dir(d.path().join("site-packages/onnxruntime/capi")).into_iter().flatten().flatten() {
-            if f.file_name().to_string_lossy().starts_with("libonnxruntime.so.") {
+    for d in std::fs::read_dir(&lib)
+        .expect("run ./setup.sh first")
+        .flatten()
+    {
+        for f in std::fs::read_dir(d.path().join("site-packages/onnxruntime/capi"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if f.file_name()
+                .to_string_lossy()
+                .starts_with("libonnxruntime.so.")
+            {
                 return f.path().to_string_lossy().into_owned();
             }
         }
@@ -39,9 +49,17 @@ fn venv_lib() -> String {
 
 fn copy_model(src: &Path, dst: &Path, id: &str) {
     std::fs::create_dir_all(dst.join("weights")).unwrap();
-    std::fs::copy(src.join("weights/model.onnx"), dst.join("weights/model.onnx")).unwrap();
+    std::fs::copy(
+        src.join("weights/model.onnx"),
+        dst.join("weights/model.onnx"),
+    )
+    .unwrap();
     let yaml = std::fs::read_to_string(src.join("model.yaml")).unwrap();
-    std::fs::write(dst.join("model.yaml"), yaml.replacen("model_id: digits", &format!("model_id: {id}"), 1)).unwrap();
+    std::fs::write(
+        dst.join("model.yaml"),
+        yaml.replacen("model_id: digits", &format!("model_id: {id}"), 1),
+    )
+    .unwrap();
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -76,17 +94,34 @@ fn main() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let line = BufReader::new(ward.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let line = BufReader::new(ward.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
     let url = line.strip_prefix("ward: listening on ").unwrap().to_owned();
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
     let get = |path: &str| -> Value {
-        serde_json::from_str(&agent.get(format!("{url}{path}")).call().unwrap().body_mut().read_to_string().unwrap()).unwrap()
+        serde_json::from_str(
+            &agent
+                .get(format!("{url}{path}"))
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_to_string()
+                .unwrap(),
+        )
+        .unwrap()
     };
     let wait_ready = |model: &str, generation_at_least: u64| -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let s = get(&format!("/v1/models/{model}/versions/1.0.0"));
-            if s["state"] == "READY" && s["generation"].as_u64().unwrap_or(0) >= generation_at_least {
+            if s["state"] == "READY" && s["generation"].as_u64().unwrap_or(0) >= generation_at_least
+            {
                 return s;
             }
             assert!(Instant::now() < deadline, "{model} not ready: {s}");
@@ -103,7 +138,9 @@ fn main() {
     for _ in 0..RELOADS {
         for (i, model) in ["jailed", "trusted"].iter().enumerate() {
             agent
-                .post(format!("{url}/v1/admin/models/{model}/versions/1.0.0/reload"))
+                .post(format!(
+                    "{url}/v1/admin/models/{model}/versions/1.0.0/reload"
+                ))
                 .header("Authorization", format!("Bearer {TOKEN}"))
                 .send("")
                 .unwrap();
@@ -111,13 +148,16 @@ fn main() {
             start[i].push(s["load_ms"].as_f64().unwrap());
         }
     }
-    let body = json!({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [3.0; 64]}]}).to_string();
+    let body = json!({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": vec![3.0f32; 64]}]}).to_string();
     let mut latency = [Vec::new(), Vec::new()];
     for _ in 0..BLOCKS {
         for (i, model) in ["jailed", "trusted"].iter().enumerate() {
             for _ in 0..PER_BLOCK {
                 let t = Instant::now();
-                let mut r = agent.post(format!("{url}/v2/models/{model}/versions/1.0.0/infer")).send(&body).unwrap();
+                let mut r = agent
+                    .post(format!("{url}/v2/models/{model}/versions/1.0.0/infer"))
+                    .send(&body)
+                    .unwrap();
                 let _ = r.body_mut().read_to_string().unwrap();
                 assert_eq!(r.status().as_u16(), 200);
                 latency[i].push(t.elapsed().as_secs_f64() * 1e6);
@@ -132,9 +172,19 @@ fn main() {
     println!("  sandbox adds {:.1} ms at the median", js - ts);
     println!("HTTP request latency, {BLOCKS} alternating blocks of {PER_BLOCK}:");
     let (jl, tl) = (median(latency[0].clone()), median(latency[1].clone()));
-    println!("  jailed    p50 {jl:8.1} us   p99 {:8.1} us", p99(latency[0].clone()));
-    println!("  trusted   p50 {tl:8.1} us   p99 {:8.1} us", p99(latency[1].clone()));
+    println!(
+        "  jailed    p50 {jl:8.1} us   p99 {:8.1} us",
+        p99(latency[0].clone())
+    );
+    println!(
+        "  trusted   p50 {tl:8.1} us   p99 {:8.1} us",
+        p99(latency[1].clone())
+    );
     println!("  sandbox adds {:.1} us at p50", jl - tl);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(ward.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(ward.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let _ = ward.wait();
 }
