@@ -49,14 +49,7 @@ fn options(limits: YamlLimits) -> serde_saphyr::Options {
 
 /// Parses one YAML document into a generic tree, within `limits`.
 pub(crate) fn parse_value(text: &str, limits: YamlLimits) -> Result<Value, YamlError> {
-    if text.len() > limits.max_bytes {
-        return Err(YamlError::TooLarge {
-            size: text.len(),
-            max: limits.max_bytes,
-        });
-    }
-    serde_saphyr::from_str_with_options(text, options(limits))
-        .map_err(|e| YamlError::Syntax(e.to_string()))
+    parse_typed(text, limits)
 }
 
 /// Parses one YAML document into a typed value, within `limits`.

@@ -77,7 +77,7 @@ fn cpu_model(cpuinfo: &str) -> Option<String> {
 }
 
 /// `MemTotal` from /proc/meminfo, in MB.
-fn mem_total_mb(meminfo: &str) -> Option<u64> {
+pub fn mem_total_mb(meminfo: &str) -> Option<u64> {
     let kb: u64 = meminfo
         .lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))?

@@ -70,16 +70,7 @@ fn write_registry<'a>(
 
 /// Total memory of the host in MB, from /proc/meminfo.
 fn host_memory_mb() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb / 1024)
+    crate::hardware::mem_total_mb(&std::fs::read_to_string("/proc/meminfo").ok()?)
 }
 
 impl Supervisor {
@@ -472,48 +463,38 @@ impl Supervisor {
         )
     }
 
-    /// Operator reload: unload, then rediscover, re-validate and load.
-    pub async fn reload(self: &Arc<Self>, model: &str, version: &str) -> Result<(), InferFailure> {
+    /// A registered version by its exact key.
+    fn registered(&self, model: &str, version: &str) -> Result<Arc<VersionHandle>, InferFailure> {
         let key = VersionKey {
             model: model.to_owned(),
             version: version.to_owned(),
         };
-        let handle = read_registry(&self.registry).get(&key).cloned();
-        let Some(handle) = handle else {
-            return Err(InferFailure::new(
-                ErrorCode::ModelNotFound,
-                format!("no version {key}"),
-            ));
-        };
+        read_registry(&self.registry)
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| InferFailure::new(ErrorCode::ModelNotFound, format!("no version {key}")))
+    }
+
+    /// Operator reload: unload, then rediscover, re-validate and load, as
+    /// one change (no rescan can slip in between).
+    pub async fn reload(self: &Arc<Self>, model: &str, version: &str) -> Result<(), InferFailure> {
+        let handle = self.registered(model, version)?;
         let path = handle.status().0.path;
-        {
-            let _one_at_a_time = self.changes.lock().await;
-            handle.unload().await;
-        }
         let _one_at_a_time = self.changes.lock().await;
-        if !path.join(ward_config::model::CONTRACT_FILE).exists() && !path.is_dir() {
+        handle.unload().await;
+        if !path.is_dir() {
             return Err(InferFailure::new(
                 ErrorCode::ModelNotFound,
                 format!("{} no longer exists", path.display()),
             ));
         }
-        self.admit(vec![(key, path)]).await;
+        self.admit(vec![(handle.key.clone(), path)]).await;
         Ok(())
     }
 
     /// Operator unload.
     pub async fn unload(&self, model: &str, version: &str) -> Result<(), InferFailure> {
-        let key = VersionKey {
-            model: model.to_owned(),
-            version: version.to_owned(),
-        };
-        let handle = read_registry(&self.registry).get(&key).cloned();
-        let Some(handle) = handle else {
-            return Err(InferFailure::new(
-                ErrorCode::ModelNotFound,
-                format!("no version {key}"),
-            ));
-        };
+        let handle = self.registered(model, version)?;
         let _one_at_a_time = self.changes.lock().await;
         handle.unload().await;
         Ok(())

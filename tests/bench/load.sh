@@ -193,10 +193,14 @@ host_info() {
   echo "cpu: $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
   echo "commit: $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo ' (dirty)')"
   echo "oha: $(oha --version 2>/dev/null)"
+  echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "seconds per measurement: $seconds, warm-up: $warmup"
   echo "cnn cpus: ${BENCH_CNN_CPUS:-as in models/ ($(awk '/cpus:/ {print $2}' models/cnn/1.0.0/model.yaml))}, spin_us: ${BENCH_SPIN_US:-default}, max_in_flight: ${BENCH_MAX_IN_FLIGHT:-default}"
 }
 host_info >"$results/host.txt"
+if awk '{exit !($1 > 0.5)}' /proc/loadavg; then
+  say "warning: the machine is busy (load average $(cut -d' ' -f1 /proc/loadavg)); numbers will be noisy"
+fi
 
 # 1. in-process ONNX Runtime (sequential, 1 and 2 intra-op threads)
 if wants inproc; then
