@@ -98,6 +98,14 @@ impl Ward {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        // If this test process dies (a panic while another thread still holds
+        // the Ward, so Drop never runs), the supervisor shuts down with it.
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(std::io::Error::from)
+            });
+        }
         let mut child = cmd.spawn().expect("spawn ward");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
