@@ -437,6 +437,8 @@ struct Owner {
     jailed: bool,
     /// The current worker's cgroup (confined workers only).
     cgroup: Option<crate::cgroup::WorkerCgroup>,
+    /// The empty directory the current worker's jail root was built on.
+    jail_dir: Option<PathBuf>,
     /// `None` when the log directory is unusable: output is then drained and dropped.
     log: Option<Arc<tokio::sync::Mutex<LogFile>>>,
     tail: Arc<Mutex<Tail>>,
@@ -471,6 +473,7 @@ impl Owner {
             jailed: setup.jail.is_some(),
             runtime: setup.jail,
             cgroup: None,
+            jail_dir: None,
             log,
             tail: Arc::new(Mutex::new(Tail::new(TAIL_LINES))),
         }
@@ -616,6 +619,7 @@ impl Owner {
             self.key.model, self.key.version, self.generation
         );
         let address_space = address_space_limit(self.declared_mb);
+        self.release_jail();
         let jail = match &self.runtime {
             None => None,
             Some(runtime) => {
@@ -625,7 +629,6 @@ impl Owner {
                     pids_max: self.cfg.sandbox.pids_max,
                     cpu_quota: self.contract.resources.cpus,
                 };
-                self.cgroup = None;
                 let cgroup = crate::cgroup::WorkerCgroup::create(&cgroup_root(), &name, &limits)
                     .map_err(|e| {
                         format!("cannot create the worker's cgroup: {}", error_chain(&e))
@@ -653,6 +656,7 @@ impl Owner {
                 };
                 let spec = plan.spec();
                 self.cgroup = Some(cgroup);
+                self.jail_dir = Some(self.cfg.run_dir.join("jails").join(&name));
                 Some(spec)
             }
         };
@@ -666,6 +670,15 @@ impl Owner {
             address_space_bytes: Some(address_space),
             jail,
         })
+    }
+
+    /// Drops the previous worker's cgroup (killing any straggler) and the
+    /// directory its jail root was built on (empty on the host side).
+    fn release_jail(&mut self) {
+        self.cgroup = None;
+        if let Some(dir) = self.jail_dir.take() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 
     async fn load(&mut self) -> Result<(Child, crate::ipc::Conn), (String, Option<LastExit>)> {
@@ -1142,6 +1155,7 @@ impl Owner {
         if unload {
             self.set_state(LifecycleState::Unloaded, None);
         }
+        self.release_jail();
         if let Some(log) = &self.log {
             log.lock().await.note("worker stopped").await;
         }

@@ -19,6 +19,7 @@
 #   BENCH_WARMUP=2         untimed load before each HTTP model/target
 #   BENCH_RESULTS=DIR      where raw results go (default /tmp/ward-bench/<timestamp>)
 #   BENCH_ONLY="ward stub inproc"   which targets to run
+#   BENCH_MODELS="digits cnn"       which models to load
 #   BENCH_CNN_CPUS=N       resources.cpus for cnn in the temporary model root
 #                          (the worker's intra-op threads); default: models/ as is
 #   BENCH_SPIN_US=N        worker.spin_us for ward (via a temporary ward.yaml)
@@ -37,6 +38,7 @@ die() { say "error: $*"; exit 1; }
 seconds=${BENCH_SECONDS:-10}
 warmup=${BENCH_WARMUP:-2}
 only=${BENCH_ONLY:-ward stub inproc}
+models=${BENCH_MODELS:-digits cnn}
 results=${BENCH_RESULTS:-/tmp/ward-bench/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$results"
 work=$(mktemp -d /tmp/ward-bench-work.XXXXXX)
@@ -131,34 +133,78 @@ oha_run() {
     -H 'Content-Type: application/json' -D "$body" "$url" >"$out"
 }
 
-# Every pid in the process tree under $1 (itself included).
-tree_pids() {
-  local c
-  echo "$1"
-  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do tree_pids "$c"; done
+# The helpers below run while the load runs, so they use shell builtins only
+# (no ps or awk per sample) to stay off the 2 cores being measured.
+
+# Sets the array `tree` to every pid in the process tree under $1 (itself included).
+tree_of() {
+  local todo=("$@") p t kids
+  tree=()
+  while ((${#todo[@]})); do
+    p=${todo[0]}
+    todo=("${todo[@]:1}")
+    tree+=("$p")
+    for t in /proc/"$p"/task/*/children; do
+      [[ -r $t ]] || continue
+      read -r -a kids <"$t" || true
+      todo+=("${kids[@]}")
+    done
+  done
 }
-# Sum of VmRSS (KiB) over that tree.
+# Prints the VmRSS (KiB) of pid $1, 0 when gone.
+rss_of() {
+  local k v _
+  while read -r k v _; do
+    [[ $k == VmRSS: ]] && { echo "$v"; return; }
+  done <"/proc/$1/status" 2>/dev/null
+  echo 0
+}
+# Sum of VmRSS (KiB) over the tree under $1.
 tree_rss_kb() {
-  local p v sum=0
-  for p in $(tree_pids "$1"); do
-    v=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
-    sum=$((sum + ${v:-0}))
+  local p k v _ sum=0
+  tree_of "$1"
+  for p in "${tree[@]}"; do
+    while read -r k v _; do
+      [[ $k == VmRSS: ]] && { sum=$((sum + v)); break; }
+    done <"/proc/$p/status" 2>/dev/null || true
   done
   echo "$sum"
 }
 # Per-process detail of that tree, for the record.
 tree_rss_detail() {
-  local p
-  for p in $(tree_pids "$1"); do
-    printf '%s %s %s\n' "$p" "$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null)" \
-      "$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-80)"
+  local p cmd
+  tree_of "$1"
+  for p in "${tree[@]}"; do
+    cmd=$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-80)
+    printf '%s %s %s\n' "$p" "$(rss_of "$p")" "$cmd"
   done
+}
+# CPU time (clock ticks, user + system) of the trees under the given pids.
+tree_ticks() {
+  local p f sum=0
+  tree_of "$@"
+  for p in "${tree[@]}"; do
+    read -r -a f <"/proc/$p/stat" 2>/dev/null || continue
+    sum=$((sum + f[13] + f[14]))
+  done
+  echo "$sum"
+}
+# One line: time, busy ticks of the whole machine, ticks of the server process
+# itself, then "model=ticks" for each worker tree named in $workers ("model=pid ...").
+cpu_snapshot() {
+  local pid=$1 w f c line
+  read -r -a c </proc/stat
+  f=(0 0 0 0 0 0 0 0 0 0 0 0 0 0 0)
+  read -r -a f <"/proc/$pid/stat" 2>/dev/null || true
+  line="$(date +%s.%N) $((c[1] + c[2] + c[3] + c[6] + c[7] + c[8])) $((f[13] + f[14]))"
+  for w in $workers; do line+=" ${w%%=*}=$(tree_ticks "${w#*=}")"; done
+  echo "$line"
 }
 
 # Runs the oha matrix for one HTTP target (ward or stub) at BASE.
 http_matrix() {
   local target=$1 base=$2 pid=$3 m c sampler
-  for m in digits cnn; do
+  for m in $models; do
     local url="$base/v2/models/$m/versions/1.0.0/infer"
     local code
     code=$(curl -s -o "$work/probe.out" -w '%{http_code}' -X POST \
@@ -167,17 +213,21 @@ http_matrix() {
     [[ $warmup == 0 ]] || oha_run "$url" "$work/$m.json" 16 "$warmup" "$work/warmup.json"
     for c in 1 16; do
       say "$target $m c=$c (${seconds}s)"
-      # Sample the RSS of the target's process tree every 0.25 s while loaded.
+      # Sample the RSS of the target's process tree every 0.5 s while loaded.
       (
         peak=0
         while :; do
           v=$(tree_rss_kb "$pid")
           ((v > peak)) && peak=$v && echo "$peak" >"$results/rss-$target-$m-c$c.kb"
-          sleep 0.25
+          sleep 0.5
         done
       ) &
       sampler=$!
+      [[ $target != ward ]] || curl -s "$base/metrics" >"$results/metrics-$m-c$c.before"
+      cpu_snapshot "$pid" >"$results/cpu-$target-$m-c$c.txt"
       oha_run "$url" "$work/$m.json" "$c" "$seconds" "$results/$target-$m-c$c.json"
+      cpu_snapshot "$pid" >>"$results/cpu-$target-$m-c$c.txt"
+      [[ $target != ward ]] || curl -s "$base/metrics" >"$results/metrics-$m-c$c.after"
       kill "$sampler" 2>/dev/null || true
       wait "$sampler" 2>/dev/null || true
       if [[ $target == ward ]]; then
@@ -195,7 +245,7 @@ host_info() {
   echo "oha: $(oha --version 2>/dev/null)"
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "seconds per measurement: $seconds, warm-up: $warmup"
-  echo "cnn cpus: ${BENCH_CNN_CPUS:-as in models/ ($(awk '/cpus:/ {print $2}' models/cnn/1.0.0/model.yaml))}, spin_us: ${BENCH_SPIN_US:-default}, max_in_flight: ${BENCH_MAX_IN_FLIGHT:-default}"
+  echo "cnn cpus: ${BENCH_CNN_CPUS:-as in models/ ($(awk '/^  cpus:/ {print $2}' models/cnn/1.0.0/model.yaml))}, spin_us: ${BENCH_SPIN_US:-default}, max_in_flight: ${BENCH_MAX_IN_FLIGHT:-default}"
 }
 host_info >"$results/host.txt"
 if awk '{exit !($1 > 0.5)}' /proc/loadavg; then
@@ -206,7 +256,7 @@ fi
 if wants inproc; then
   say "in-process ONNX Runtime (${seconds}s per model and thread count)"
   : >"$results/inproc.jsonl"
-  for m in digits cnn; do
+  for m in $models; do
     for t in 1 2; do
       "$inproc_exe" --model "$m" --threads "$t" --seconds "$seconds" >>"$results/inproc.jsonl"
     done
@@ -221,6 +271,7 @@ if wants stub; then
   for _ in $(seq 100); do grep -q 'listening on' "$work/stub.out" && break; sleep 0.1; done
   stub_url=$(sed -n 's/^stub: listening on //p' "$work/stub.out")
   [[ -n $stub_url ]] || die "the stub did not start: $(cat "$work/stub.err")"
+  workers=""
   http_matrix stub "$stub_url" "$stub_pid"
   stop "$stub_pid"
 fi
@@ -228,11 +279,11 @@ fi
 # 3. ward
 if wants ward; then
   mkdir -p "$work/models" "$work/run" "$work/logs"
-  for m in digits cnn; do
+  for m in $models; do
     mkdir -p "$work/models/$m"
     cp -r "models/$m/1.0.0" "$work/models/$m/1.0.0"
   done
-  if [[ -n ${BENCH_CNN_CPUS:-} ]]; then
+  if [[ -n ${BENCH_CNN_CPUS:-} && -d $work/models/cnn ]]; then
     sed -i "s/^\(  cpus:\).*/\1 $BENCH_CNN_CPUS/" "$work/models/cnn/1.0.0/model.yaml"
   fi
   ward_args=(serve)
@@ -252,13 +303,19 @@ if wants ward; then
   for _ in $(seq 300); do grep -q 'listening on' "$work/ward.out" && break; sleep 0.1; done
   ward_url=$(sed -n 's/^ward: listening on //p' "$work/ward.out")
   [[ -n $ward_url ]] || die "ward did not start: $(tail -n 20 "$work/ward.err")"
-  for m in digits cnn; do
+  for m in $models; do
     for _ in $(seq 600); do
       [[ $(curl -s -o /dev/null -w '%{http_code}' "$ward_url/v2/models/$m/versions/1.0.0/ready") == 200 ]] && break
       sleep 0.1
     done
   done
   curl -s "$ward_url/v1/models" >"$results/ward-models-start.json"
+  # "model=pid" of each worker, for the CPU breakdown.
+  workers=$("$python" -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(" ".join("%s=%s" % (v["model_id"], v["pid"]) for v in d["models"] if v.get("pid")))
+' "$results/ward-models-start.json")
   sleep 2
   tree_rss_kb "$ward_pid" >"$results/rss-ward-idle-start.kb"
   tree_rss_detail "$ward_pid" >"$results/rss-ward-idle-start.detail"
@@ -315,6 +372,79 @@ for key in sorted(rows, key=lambda k: (k[1] != "digits", order.get(k[0], 9), k[2
     t, m, c = key
     r = rows[key]
     print(f"{t:<10} {m:<7} {c:>4} {r['rps']:>10.1f} {r['p50']:>9.3f} {r['p99']:>9.3f} {r['n']:>9} {r['errors']:>7}")
+
+cpu_rows = []
+for key in sorted(rows, key=lambda k: (k[1] != "digits", order.get(k[0], 9), k[2])):
+    t, m, c = key
+    try:
+        lines = open(f"{res}/cpu-{t}-{m}-c{c}.txt").read().split("\n")
+        a, b = lines[0].split(), lines[1].split()
+    except (OSError, IndexError):
+        continue
+    wall = float(b[0]) - float(a[0])
+    hz = os.sysconf("SC_CLK_TCK")
+    cores = lambda x, y: (int(y) - int(x)) / hz / wall
+    machine, server = cores(a[1], b[1]), cores(a[2], b[2])
+    workers = {}
+    for x, y in zip(a[3:], b[3:]):
+        name = x.split("=")[0]
+        workers[name] = cores(x.split("=")[1], y.split("=")[1])
+    own = workers.get(m, 0.0)
+    other = sum(v for k, v in workers.items() if k != m)
+    rest = machine - server - own - other
+    per_req = machine * wall / max(rows[key]["n"], 1) * 1e3
+    cpu_rows.append((t, m, c, machine, server, own, other, rest, per_req))
+if cpu_rows:
+    print()
+    print("CPU in cores (busy CPU-seconds per second; the machine has %d): server = ward or stub itself," % os.cpu_count())
+    print("worker = the model's worker tree, idle = the other worker, rest = oha and everything else")
+    print(f"{'target':<10} {'model':<7} {'conc':>4} {'machine':>8} {'server':>7} {'worker':>7} {'idle':>6} {'rest':>6} {'CPU ms/req':>11}")
+    for t, m, c, machine, server, own, other, rest, per_req in cpu_rows:
+        w = f"{own:>7.2f}" if t == "ward" else f"{'-':>7}"
+        o = f"{other:>6.2f}" if t == "ward" else f"{'-':>6}"
+        print(f"{t:<10} {m:<7} {c:>4} {machine:>8.2f} {server:>7.2f} {w} {o} {rest:>6.2f} {per_req:>11.3f}")
+
+# ward's own view (/metrics, ward_request_duration_seconds by phase), as means
+# over each measurement: queue = waiting for the worker, model = the worker's
+# reported model time, other in ward = the rest of the handler (decoding, the
+# worker round trip, the reply), outside = what the client saw beyond that
+# (HTTP, the runtime's wake-ups, the load generator).
+import re
+def phases(path):
+    out = {}
+    try:
+        text = open(path).read()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        mt = re.match(r'ward_request_duration_seconds_(sum|count)\{(.*)\} (\S+)$', line)
+        if mt:
+            lab = dict(re.findall(r'(\w+)="([^"]*)"', mt.group(2)))
+            out[(lab.get("model"), lab.get("phase"), mt.group(1))] = float(mt.group(3))
+    return out
+breakdown = []
+for (t, m, c), r in sorted(rows.items(), key=lambda kv: (kv[0][1] != "digits", kv[0][2])):
+    if t != "ward":
+        continue
+    a, b = phases(f"{res}/metrics-{m}-c{c}.before"), phases(f"{res}/metrics-{m}-c{c}.after")
+    if a is None or b is None:
+        continue
+    def mean(phase):
+        n = b.get((m, phase, "count"), 0) - a.get((m, phase, "count"), 0)
+        s = b.get((m, phase, "sum"), 0) - a.get((m, phase, "sum"), 0)
+        return s / n * 1e3 if n else float("nan")
+    d = json.load(open(f"{res}/ward-{m}-c{c}.json"))
+    client = d["summary"]["average"] * 1e3
+    q, mdl, tot = mean("queue"), mean("inference"), mean("total")
+    breakdown.append((m, c, client, tot, q, mdl, tot - q - mdl, client - tot))
+if breakdown:
+    print()
+    print("where ward's time goes (means in ms; client = oha's mean latency, in ward = the handler's")
+    print("total; queue = waiting for the worker; model = the worker's model time; other = the rest")
+    print("of the handler: decoding, the worker round trip, the reply; outside = client - in ward)")
+    print(f"{'model':<7} {'conc':>4} {'client':>8} {'in ward':>8} {'queue':>8} {'model':>8} {'other':>8} {'outside':>8}")
+    for m, c, client, tot, q, mdl, other, outside in breakdown:
+        print(f"{m:<7} {c:>4} {client:>8.3f} {tot:>8.3f} {q:>8.3f} {mdl:>8.3f} {other:>8.3f} {outside:>8.3f}")
 
 rss = {}
 for name, label in (("ward-idle-start", "idle, after start"),
