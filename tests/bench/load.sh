@@ -44,8 +44,10 @@ mkdir -p "$results"
 work=$(mktemp -d /tmp/ward-bench-work.XXXXXX)
 
 started_pids=()
+sampler=
 cleanup() {
   local p
+  [[ -z $sampler ]] || kill "$sampler" 2>/dev/null || true
   for p in "${started_pids[@]}"; do
     kill -TERM "$p" 2>/dev/null || true
   done
@@ -201,9 +203,21 @@ cpu_snapshot() {
   echo "$line"
 }
 
+# CPU milliseconds (user + system) of this shell's finished children: the
+# difference around a foreground oha is oha's own CPU time. (`times` runs in
+# this shell, not in a subshell, so that it sees this shell's children.)
+children_cpu_ms() {
+  local u s
+  times >"$work/times"
+  { read -r _ _; read -r u s; } <"$work/times"
+  [[ $u =~ ^([0-9]+)m([0-9.]+)s$ ]] && u=$(( BASH_REMATCH[1] * 60000 + 10#${BASH_REMATCH[2]/./} ))
+  [[ $s =~ ^([0-9]+)m([0-9.]+)s$ ]] && s=$(( BASH_REMATCH[1] * 60000 + 10#${BASH_REMATCH[2]/./} ))
+  echo $((u + s))
+}
+
 # Runs the oha matrix for one HTTP target (ward or stub) at BASE.
 http_matrix() {
-  local target=$1 base=$2 pid=$3 m c sampler
+  local target=$1 base=$2 pid=$3 m c
   for m in $models; do
     local url="$base/v2/models/$m/versions/1.0.0/infer"
     local code
@@ -225,11 +239,14 @@ http_matrix() {
       sampler=$!
       [[ $target != ward ]] || curl -s "$base/metrics" >"$results/metrics-$m-c$c.before"
       cpu_snapshot "$pid" >"$results/cpu-$target-$m-c$c.txt"
+      children_cpu_ms >"$results/cpu-oha-$target-$m-c$c.txt"
       oha_run "$url" "$work/$m.json" "$c" "$seconds" "$results/$target-$m-c$c.json"
+      children_cpu_ms >>"$results/cpu-oha-$target-$m-c$c.txt"
       cpu_snapshot "$pid" >>"$results/cpu-$target-$m-c$c.txt"
       [[ $target != ward ]] || curl -s "$base/metrics" >"$results/metrics-$m-c$c.after"
       kill "$sampler" 2>/dev/null || true
       wait "$sampler" 2>/dev/null || true
+      sampler=
       if [[ $target == ward ]]; then
         tree_rss_detail "$pid" >"$results/rss-$target-$m-c$c.detail"
       fi
@@ -379,7 +396,8 @@ for key in sorted(rows, key=lambda k: (k[1] != "digits", order.get(k[0], 9), k[2
     try:
         lines = open(f"{res}/cpu-{t}-{m}-c{c}.txt").read().split("\n")
         a, b = lines[0].split(), lines[1].split()
-    except (OSError, IndexError):
+        oha_ms = [int(x) for x in open(f"{res}/cpu-oha-{t}-{m}-c{c}.txt").read().split()]
+    except (OSError, IndexError, ValueError):
         continue
     wall = float(b[0]) - float(a[0])
     hz = os.sysconf("SC_CLK_TCK")
@@ -387,22 +405,27 @@ for key in sorted(rows, key=lambda k: (k[1] != "digits", order.get(k[0], 9), k[2
     machine, server = cores(a[1], b[1]), cores(a[2], b[2])
     workers = {}
     for x, y in zip(a[3:], b[3:]):
-        name = x.split("=")[0]
-        workers[name] = cores(x.split("=")[1], y.split("=")[1])
+        workers[x.split("=")[0]] = cores(x.split("=")[1], y.split("=")[1])
     own = workers.get(m, 0.0)
-    other = sum(v for k, v in workers.items() if k != m)
-    rest = machine - server - own - other
+    idle = sum(v for k, v in workers.items() if k != m)
+    oha = (oha_ms[1] - oha_ms[0]) / 1e3 / wall
+    other = machine - server - own - idle - oha
     per_req = machine * wall / max(rows[key]["n"], 1) * 1e3
-    cpu_rows.append((t, m, c, machine, server, own, other, rest, per_req))
+    cpu_rows.append((t, m, c, machine, server, own, idle, oha, other, per_req))
+noisy = [r for r in cpu_rows if r[8] > 0.10]
 if cpu_rows:
     print()
-    print("CPU in cores (busy CPU-seconds per second; the machine has %d): server = ward or stub itself," % os.cpu_count())
-    print("worker = the model's worker tree, idle = the other worker, rest = oha and everything else")
-    print(f"{'target':<10} {'model':<7} {'conc':>4} {'machine':>8} {'server':>7} {'worker':>7} {'idle':>6} {'rest':>6} {'CPU ms/req':>11}")
-    for t, m, c, machine, server, own, other, rest, per_req in cpu_rows:
+    print("CPU in cores (CPU-seconds per second of each HTTP measurement; the machine has %d):" % os.cpu_count())
+    print("server = ward or the stub itself; worker = the model's worker (its process tree); idle = the")
+    print("other worker; oha = the load generator; other = everything else on the machine")
+    print(f"{'target':<10} {'model':<7} {'conc':>4} {'machine':>8} {'server':>7} {'worker':>7} {'idle':>6} {'oha':>6} {'other':>6} {'CPU ms/req':>11}")
+    for t, m, c, machine, server, own, idle, oha, other, per_req in cpu_rows:
         w = f"{own:>7.2f}" if t == "ward" else f"{'-':>7}"
-        o = f"{other:>6.2f}" if t == "ward" else f"{'-':>6}"
-        print(f"{t:<10} {m:<7} {c:>4} {machine:>8.2f} {server:>7.2f} {w} {o} {rest:>6.2f} {per_req:>11.3f}")
+        o = f"{idle:>6.2f}" if t == "ward" else f"{'-':>6}"
+        flag = "  <- busy machine" if other > 0.10 else ""
+        print(f"{t:<10} {m:<7} {c:>4} {machine:>8.2f} {server:>7.2f} {w} {o} {oha:>6.2f} {other:>6.2f} {per_req:>11.3f}{flag}")
+    if noisy:
+        print("warning: something else used the CPU during the flagged measurements; run again on a quiet machine")
 
 # ward's own view (/metrics, ward_request_duration_seconds by phase), as means
 # over each measurement: queue = waiting for the worker, model = the worker's

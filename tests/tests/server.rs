@@ -103,7 +103,8 @@ impl Ward {
         // SAFETY: prctl is async-signal-safe.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(std::io::Error::from)
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                    .map_err(std::io::Error::from)
             });
         }
         let mut child = cmd.spawn().expect("spawn ward");
