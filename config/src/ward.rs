@@ -284,7 +284,9 @@ impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
             max_queue: 64,
-            max_in_flight: 4,
+            // Pipelining hides the IPC round trip: tests/bench/load.sh measured
+            // digits at c=16 at 15-18k req/s with 1, 22.7k with 4, 24.8k with 16.
+            max_in_flight: 16,
         }
     }
 }

@@ -417,7 +417,8 @@ if cpu_rows:
     print()
     print("CPU in cores (CPU-seconds per second of each HTTP measurement; the machine has %d):" % os.cpu_count())
     print("server = ward or the stub itself; worker = the model's worker (its process tree); idle = the")
-    print("other worker; oha = the load generator; other = everything else on the machine")
+    print("other worker; oha = the load generator; other = everything else on the machine (the kernel")
+    print("accounts processes and the machine differently: small negative values are rounding)")
     print(f"{'target':<10} {'model':<7} {'conc':>4} {'machine':>8} {'server':>7} {'worker':>7} {'idle':>6} {'oha':>6} {'other':>6} {'CPU ms/req':>11}")
     for t, m, c, machine, server, own, idle, oha, other, per_req in cpu_rows:
         w = f"{own:>7.2f}" if t == "ward" else f"{'-':>7}"
@@ -497,16 +498,19 @@ def verdict(ok):
 w, i = get("ward", "digits", 1), get("inproc-t1", "digits", 1)
 if w and i:
     added = w["p50"] - i["p50"]
-    print(f"  {verdict(added <= 0.25)}  digits p50 added over in-process at c=1: {added:.3f} ms (<= 0.25)")
+    print(f"  {verdict(added <= 0.25)}  digits p50 added over in-process at c=1: {added:.4f} ms (<= 0.25)")
 w, s = get("ward", "digits", 16), get("stub", "digits", 16)
 if w and s:
     ratio = w["rps"] / s["rps"]
-    print(f"  {verdict(ratio >= 0.30)}  digits req/s at c=16 vs the stub: {ratio * 100:.1f}% (>= 30%)")
+    print(f"  {verdict(ratio >= 0.30)}  digits req/s at c=16 vs the stub: {ratio * 100:.2f}% (>= 30%)")
 w, i = get("ward", "cnn", 16), get("inproc-t2", "cnn", 1)
 if w and i:
     ratio = w["rps"] / i["rps"]
-    print(f"  {verdict(ratio >= 0.90)}  cnn req/s at c=16 vs 2-thread in-process: {ratio * 100:.1f}% (>= 90%)")
+    print(f"  {verdict(ratio >= 0.90)}  cnn req/s at c=16 vs 2-thread in-process: {ratio * 100:.2f}% (>= 90%)")
     print(f"  {verdict(w['p99'] <= 40)}  cnn p99 at c=16: {w['p99']:.1f} ms (<= 40)")
+    # Little's law: with 16 requests always outstanding, the mean latency is 16 / throughput.
+    print(f"        (at c=16 the mean latency is 16 / req/s: {16e3 / w['rps']:.1f} ms for ward, "
+          f"{16e3 / i['rps']:.1f} ms even at the in-process rate; a 40 ms p99 needs > 400 req/s)")
 if rss:
     peak = max(rss.values()) / 1024
     print(f"  {verdict(peak <= 150)}  ward + workers RSS, highest seen: {peak:.1f} MiB (<= 150)")
