@@ -627,7 +627,12 @@ impl Owner {
                 let limits = crate::cgroup::CgroupLimits {
                     memory_bytes: self.declared_mb.saturating_mul(1 << 20),
                     pids_max: self.cfg.sandbox.pids_max,
-                    cpu_quota: self.contract.resources.cpus,
+                    // Never more than the host has, whatever the model declares.
+                    cpu_quota: self
+                        .contract
+                        .resources
+                        .cpus
+                        .map(|c| c.min(host_cores() as f64)),
                 };
                 let cgroup = crate::cgroup::WorkerCgroup::create(&cgroup_root(), &name, &limits)
                     .map_err(|e| {
@@ -1176,8 +1181,12 @@ pub fn cgroup_root() -> String {
 
 /// Threads for one inference: what the model declares in `resources.cpus`
 /// (rounded up), else the configured default, never more than the host's cores.
+fn host_cores() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
 fn intra_op_threads(contract: &ModelContract, cfg: &WardConfig) -> u32 {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let cores = host_cores();
     contract
         .resources
         .cpus
