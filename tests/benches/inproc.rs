@@ -15,36 +15,9 @@
 
 #![allow(clippy::unwrap_used)] // A benchmark: any failure aborts the run.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ward_protocol::{Device, InferInput, LoadRequest, Tensor};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn onnxruntime() -> String {
-    if let Ok(p) = std::env::var("ORT_DYLIB_PATH") {
-        return p;
-    }
-    let lib = repo().join(".venv/lib");
-    for d in std::fs::read_dir(&lib)
-        .expect("run ./setup.sh first: no .venv")
-        .flatten()
-    {
-        let capi = d.path().join("site-packages/onnxruntime/capi");
-        for f in std::fs::read_dir(capi).into_iter().flatten().flatten() {
-            if f.file_name()
-                .to_string_lossy()
-                .starts_with("libonnxruntime.so.")
-            {
-                return f.path().to_string_lossy().into_owned();
-            }
-        }
-    }
-    panic!("no libonnxruntime.so found: run ./setup.sh first");
-}
 
 /// The model's single input, the shape `load.sh` sends over HTTP.
 fn input(model: &str, i: usize) -> InferInput {
@@ -61,7 +34,7 @@ fn input(model: &str, i: usize) -> InferInput {
 
 fn run(model: &str, threads: u32, seconds: f64) {
     let req = LoadRequest {
-        model_dir: repo()
+        model_dir: ward_tests::repo()
             .join("models")
             .join(model)
             .join("1.0.0")
@@ -69,7 +42,7 @@ fn run(model: &str, threads: u32, seconds: f64) {
             .into_owned(),
         device: Device::Cpu,
         intra_op_threads: threads,
-        onnxruntime_library: Some(onnxruntime()),
+        onnxruntime_library: Some(ward_tests::onnxruntime().to_string_lossy().into_owned()),
         python: None,
         warmup: true,
     };

@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used)] // A benchmark: any failure aborts the run.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,32 +20,6 @@ const TOKEN: &str = "bench-token-0123456789";
 const RELOADS: usize = 10;
 const BLOCKS: usize = 10;
 const PER_BLOCK: usize = 300;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn venv_lib() -> String {
-    let lib = repo().join(".venv/lib");
-    for d in std::fs::read_dir(&lib)
-        .expect("run ./setup.sh first")
-        .flatten()
-    {
-        for f in std::fs::read_dir(d.path().join("site-packages/onnxruntime/capi"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if f.file_name()
-                .to_string_lossy()
-                .starts_with("libonnxruntime.so.")
-            {
-                return f.path().to_string_lossy().into_owned();
-            }
-        }
-    }
-    panic!("no libonnxruntime.so: run ./setup.sh first")
-}
 
 fn copy_model(src: &Path, dst: &Path, id: &str) {
     std::fs::create_dir_all(dst.join("weights")).unwrap();
@@ -75,7 +49,7 @@ fn p99(mut v: Vec<f64>) -> f64 {
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("models");
-    let src = repo().join("models/digits/1.0.0");
+    let src = ward_tests::repo().join("models/digits/1.0.0");
     copy_model(&src, &root.join("jailed/1.0.0"), "jailed");
     copy_model(&src, &root.join("trusted/1.0.0"), "trusted");
     let mut ward = Command::new(env!("CARGO_BIN_EXE_it-ward"))
@@ -85,8 +59,8 @@ fn main() {
         .env("WARD_LOG_DIR", dir.path().join("logs"))
         .env("WARD_RUN_DIR", dir.path().join("run"))
         .env("WARD_WORKER_BINARY", env!("CARGO_BIN_EXE_it-ward-worker"))
-        .env("WARD_ONNXRUNTIME_LIBRARY", venv_lib())
-        .env("WARD_PYTHON", repo().join(".venv/bin/python"))
+        .env("WARD_ONNXRUNTIME_LIBRARY", ward_tests::onnxruntime())
+        .env("WARD_PYTHON", ward_tests::python())
         .env("WARD_TRUSTED_MODELS", "trusted")
         .env("WARD_ADMIN_TOKEN", TOKEN)
         .env("WARD_LOG", "warn")

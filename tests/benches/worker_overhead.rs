@@ -13,7 +13,6 @@
 #![allow(clippy::unwrap_used)] // A benchmark: any failure aborts the run.
 
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,41 +24,15 @@ use ward_protocol::{
 const BLOCKS: usize = 20;
 const PER_BLOCK: usize = 1_000;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn onnxruntime() -> String {
-    if let Ok(p) = std::env::var("ORT_DYLIB_PATH") {
-        return p;
-    }
-    let pattern = repo().join(".venv/lib");
-    for d in std::fs::read_dir(&pattern)
-        .expect("run ./setup.sh first: no .venv")
-        .flatten()
-    {
-        let capi = d.path().join("site-packages/onnxruntime/capi");
-        for f in std::fs::read_dir(capi).into_iter().flatten().flatten() {
-            if f.file_name()
-                .to_string_lossy()
-                .starts_with("libonnxruntime.so.")
-            {
-                return f.path().to_string_lossy().into_owned();
-            }
-        }
-    }
-    panic!("no libonnxruntime.so found: run ./setup.sh first");
-}
-
 fn load_request() -> LoadRequest {
     LoadRequest {
-        model_dir: repo()
+        model_dir: ward_tests::repo()
             .join("models/digits/1.0.0")
             .to_string_lossy()
             .into_owned(),
         device: Device::Cpu,
         intra_op_threads: 1,
-        onnxruntime_library: Some(onnxruntime()),
+        onnxruntime_library: Some(ward_tests::onnxruntime().to_string_lossy().into_owned()),
         python: None,
         warmup: true,
     }

@@ -13,55 +13,7 @@ use ward_protocol::{
     Device, FrameLimit, FromWorker, InferInput, InferRequest, LoadRequest, PROTOCOL_VERSION,
     ProtocolError, RequestId, ToWorker, read_message, write_message,
 };
-
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .expect("repo root")
-}
-
-/// The virtualenv's Python, which `./setup.sh` creates.
-pub fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("WARD_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let p = repo().join(".venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: run ./setup.sh test (it creates the Python environment)",
-        p.display()
-    );
-    p
-}
-
-/// ONNX Runtime's shared library from the onnxruntime wheel in the virtualenv.
-pub fn onnxruntime() -> PathBuf {
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
-        return PathBuf::from(p);
-    }
-    let lib = repo().join(".venv/lib");
-    let found = std::fs::read_dir(&lib).ok().and_then(|dirs| {
-        dirs.flatten().find_map(|d| {
-            let capi = d.path().join("site-packages/onnxruntime/capi");
-            std::fs::read_dir(capi)
-                .ok()?
-                .flatten()
-                .map(|e| e.path())
-                .find(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("libonnxruntime.so."))
-                })
-        })
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-            "no libonnxruntime.so under {}: run ./setup.sh test",
-            lib.display()
-        )
-    })
-}
+pub use ward_tests::{onnxruntime, python, repo};
 
 /// Waits for `fd` to become readable, at most `timeout`.
 pub fn wait_readable(fd: impl AsFd, timeout: Duration) -> bool {

@@ -1,11 +1,7 @@
 //! `ward validate` as an operator runs it: the real binary on real directories.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use ward_tests::repo;
 
 fn ward(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_it-ward"))
