@@ -619,7 +619,6 @@ impl Owner {
             self.key.model, self.key.version, self.generation
         );
         let address_space = address_space_limit(self.declared_mb);
-        self.release_jail();
         let jail = match &self.runtime {
             None => None,
             Some(runtime) => {
@@ -678,18 +677,28 @@ impl Owner {
     }
 
     /// Drops the previous worker's cgroup (killing any straggler) and the
-    /// directory its jail root was built on (empty on the host side).
-    fn release_jail(&mut self) {
-        self.cgroup = None;
-        if let Some(dir) = self.jail_dir.take() {
-            let _ = std::fs::remove_dir(dir);
+    /// directory its jail root was built on (empty on the host side). The
+    /// cgroup's removal retries `rmdir` with short blocking pauses, so it runs
+    /// off the async threads, which keep serving the other models meanwhile.
+    async fn release_jail(&mut self) {
+        let (cgroup, dir) = (self.cgroup.take(), self.jail_dir.take());
+        if cgroup.is_none() && dir.is_none() {
+            return;
         }
+        let _ = tokio::task::spawn_blocking(move || {
+            drop(cgroup);
+            if let Some(dir) = dir {
+                let _ = std::fs::remove_dir(dir);
+            }
+        })
+        .await;
     }
 
     async fn load(&mut self) -> Result<(Child, crate::ipc::Conn), (String, Option<LastExit>)> {
         self.generation += 1;
         let load_timeout = Duration::from_millis(self.cfg.timeouts.load_ms);
         let started_at = Instant::now();
+        self.release_jail().await;
         let spec = self.spec().map_err(|e| (e, None))?;
         let Started {
             mut child,
@@ -1160,7 +1169,7 @@ impl Owner {
         if unload {
             self.set_state(LifecycleState::Unloaded, None);
         }
-        self.release_jail();
+        self.release_jail().await;
         if let Some(log) = &self.log {
             log.lock().await.note("worker stopped").await;
         }
