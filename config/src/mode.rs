@@ -91,8 +91,10 @@ impl fmt::Display for Excluded {
 pub enum ModeReason {
     /// The operator's override.
     Override,
-    /// The model's `runtime.preferred`.
-    Preferred,
+    /// The model's `runtime.preferred` (after an operator override that was unusable).
+    Preferred {
+        instead_of: Option<(Mode, Excluded)>,
+    },
     /// The local default, because a wanted mode was excluded (or none was preferred).
     Default {
         instead_of: Option<(Mode, Excluded)>,
@@ -115,7 +117,13 @@ impl fmt::Display for ModeChoice {
         let m = self.mode;
         match &self.reason {
             ModeReason::Override => write!(f, "{m}: operator override"),
-            ModeReason::Preferred => write!(f, "{m}: preferred by the model"),
+            ModeReason::Preferred { instead_of: None } => write!(f, "{m}: preferred by the model"),
+            ModeReason::Preferred {
+                instead_of: Some((w, why)),
+            } => write!(
+                f,
+                "{m}: preferred by the model, because the operator's {w} is unusable ({why})"
+            ),
             ModeReason::Default { instead_of: None } => write!(f, "{m}: local default mode"),
             ModeReason::Default {
                 instead_of: Some((w, why)),
@@ -170,13 +178,17 @@ impl ModeInputs<'_> {
 pub fn select_mode(inputs: &ModeInputs<'_>) -> Result<ModeChoice, NoMode> {
     // The mode someone asked for, and why it could not be had.
     let mut instead_of = None;
-    for (wanted, reason) in [
-        (inputs.override_mode, ModeReason::Override),
-        (inputs.preferred, ModeReason::Preferred),
-    ] {
+    for (wanted, preferred) in [(inputs.override_mode, false), (inputs.preferred, true)] {
         let Some(mode) = wanted else { continue };
         match inputs.exclusion(mode) {
-            None => return Ok(ModeChoice { mode, reason }),
+            None => {
+                let reason = if preferred {
+                    ModeReason::Preferred { instead_of }
+                } else {
+                    ModeReason::Override
+                };
+                return Ok(ModeChoice { mode, reason });
+            }
             Some(why) => {
                 instead_of.get_or_insert((mode, why));
             }
@@ -258,7 +270,7 @@ mod tests {
             Row {
                 name: "manifest preference wins over the default",
                 preferred: Some(C),
-                expect: Ok((C, ModeReason::Preferred)),
+                expect: Ok((C, ModeReason::Preferred { instead_of: None })),
                 ..BASE
             },
             Row {
@@ -266,6 +278,19 @@ mod tests {
                 preferred: Some(C),
                 override_mode: Some(N),
                 expect: Ok((N, ModeReason::Override)),
+                ..BASE
+            },
+            Row {
+                name: "override to an unreachable engine falls to the preference, visibly",
+                preferred: Some(N),
+                override_mode: Some(C),
+                docker_reachable: false,
+                expect: Ok((
+                    N,
+                    ModeReason::Preferred {
+                        instead_of: Some((C, DockerUnreachable)),
+                    },
+                )),
                 ..BASE
             },
             Row {
@@ -310,7 +335,7 @@ mod tests {
                 preferred: Some(N),
                 native_requires_trust: true,
                 trusted: true,
-                expect: Ok((N, ModeReason::Preferred)),
+                expect: Ok((N, ModeReason::Preferred { instead_of: None })),
                 ..BASE
             },
             Row {

@@ -501,6 +501,19 @@ pub const ENV_OVERRIDES: &[(&str, Setter)] = &[
         let _: () = c.runtime.default_mode = mode(v)?;
         Ok(())
     }),
+    ("WARD_MODE_OVERRIDES", |c, v| {
+        // `model=mode,model=mode`
+        let mut overrides = BTreeMap::new();
+        for pair in v.split(',').filter_map(non_empty) {
+            let (model, m) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("expected model=mode, got {pair:?}"))?;
+            let model = non_empty(model).ok_or_else(|| format!("no model in {pair:?}"))?;
+            overrides.insert(model, mode(m)?);
+        }
+        c.models.mode_overrides = overrides;
+        Ok(())
+    }),
     ("WARD_NATIVE_ENABLED", |c, v| {
         let _: () = c.runtime.native_enabled = boolean(v)?;
         Ok(())
@@ -791,6 +804,7 @@ mod tests {
             ("WARD_BIND", "127.0.0.1:0"),
             ("WARD_TRUSTED_MODELS", "digits, cnn,"),
             ("WARD_DEFAULT_MODE", "container"),
+            ("WARD_MODE_OVERRIDES", "digits=container, cnn = native,"),
             ("WARD_DOCKER_ENABLED", "false"),
             ("WARD_INFERENCE_TIMEOUT_MS", "250"),
         ]))
@@ -800,6 +814,13 @@ mod tests {
         assert_eq!(c.server.bind.port(), 0);
         assert_eq!(c.models.trusted, vec!["digits", "cnn"]);
         assert_eq!(c.runtime.default_mode, Mode::Container);
+        assert_eq!(
+            c.models.mode_overrides,
+            BTreeMap::from([
+                ("digits".to_owned(), Mode::Container),
+                ("cnn".to_owned(), Mode::Native)
+            ])
+        );
         assert!(!c.runtime.docker_enabled);
         assert_eq!(c.timeouts.inference_ms, 250);
     }
