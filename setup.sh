@@ -8,7 +8,9 @@
 # is missing: cargo-nextest, a Python virtualenv (.venv) with the pinned
 # packages (numpy, scikit-learn, skl2onnx, onnx, pillow, and onnxruntime, whose
 # wheel carries the ONNX Runtime shared library the worker loads; and the
-# tests' stock inference client, tritonclient[http]), then builds.
+# tests' stock inference client, tritonclient[http]), and a Docker engine for
+# container workers (Debian's docker.io, dockerd started when none answers),
+# then builds.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 root=$PWD
@@ -50,19 +52,47 @@ ensure_python() {
   export WARD_PYTHON=$root/.venv/bin/python
 }
 
+docker_answers() {
+  docker version --format '{{.Server.APIVersion}}' >/dev/null 2>&1
+}
+
+ensure_docker() {
+  docker_answers && return
+  if ! command -v dockerd >/dev/null; then
+    [[ $EUID -eq 0 ]] || die "no Docker engine answers: install one (Debian: apt-get install docker.io) or run this as root"
+    command -v apt-get >/dev/null || die "no Docker engine answers and there is no apt-get to install one"
+    say "installing Debian's docker.io"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
+  fi
+  if ! docker_answers; then
+    [[ $EUID -eq 0 ]] || die "no Docker engine answers and only root can start dockerd"
+    say "starting dockerd (log: /var/log/ward-dockerd.log)"
+    setsid dockerd >/var/log/ward-dockerd.log 2>&1 < /dev/null &
+    local waited=0
+    until docker_answers; do
+      (( waited++ < 120 )) || die "dockerd did not answer within 60 s (see /var/log/ward-dockerd.log)"
+      sleep 0.5
+    done
+  fi
+}
+
 build() {
   cargo build --workspace --locked --quiet
 }
 
 case "${1:-}" in
   serve)
-    ensure_rust; ensure_python; build
+    ensure_rust; ensure_python
+    # Serving needs no engine (models fall back to native, and say so).
+    (ensure_docker) || say "no Docker engine: container mode unavailable"
+    build
     target/debug/ward validate models
     echo "serving the bundled models; Ctrl-C to stop" >&2
     exec target/debug/ward serve
     ;;
   test)
-    ensure_rust; ensure_python; build
+    ensure_rust; ensure_python; ensure_docker; build
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
     cargo check --manifest-path fuzz/Cargo.toml --locked --quiet

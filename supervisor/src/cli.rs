@@ -25,6 +25,10 @@ Usage:
                          Inference Protocol JSON request (- for stdin) or a
                          JPEG/PNG picture for a frame model; prints the answer
 
+  ward image build [--config FILE]
+                         build the container workers' image (runtime.container_image)
+                         from ward-worker, locally, with no registry
+
 URL defaults to $WARD_URL, else http://127.0.0.1:8080.
   ward help              this text
   ward version           print the version
@@ -67,6 +71,14 @@ pub fn run(args: &[String]) -> ExitCode {
                 [] => models(&default_url()),
                 ["--url", url] => models(url),
                 _ => usage_error("models takes only --url URL"),
+            }
+        }
+        Some("image") => {
+            let rest: Vec<&str> = args.collect();
+            match rest.as_slice() {
+                ["build"] => crate::serve::build_image(None),
+                ["build", "--config", path] => crate::serve::build_image(Some(Path::new(path))),
+                _ => usage_error("image takes: build [--config FILE]"),
             }
         }
         Some("infer") => {

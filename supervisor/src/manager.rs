@@ -54,6 +54,8 @@ pub struct Supervisor {
     pub isolation: crate::isolation::IsolationReport,
     /// What a jailed worker needs to see.
     runtime: Arc<crate::sandbox::RuntimePaths>,
+    /// The Docker engine, when container mode is enabled and it answered.
+    pub docker: Option<Arc<crate::container::Engine>>,
 }
 
 fn read_registry<'a>(
@@ -81,6 +83,7 @@ impl Supervisor {
         worker_binary: PathBuf,
         isolation: crate::isolation::IsolationReport,
         runtime: crate::sandbox::RuntimePaths,
+        docker: Option<crate::container::Engine>,
     ) -> Arc<Supervisor> {
         let memory_budget_mb = cfg
             .resources
@@ -100,6 +103,7 @@ impl Supervisor {
             memory_budget_mb,
             isolation,
             runtime: Arc::new(runtime),
+            docker: docker.map(Arc::new),
         })
     }
 
@@ -298,9 +302,8 @@ impl Supervisor {
                 trusted: self.cfg.is_trusted(&handle.key.model),
                 default_mode: self.cfg.runtime.default_mode,
                 native_enabled: self.cfg.runtime.native_enabled,
-                // The container launcher does not exist yet: Docker counts as unreachable.
                 docker_enabled: self.cfg.runtime.docker_enabled,
-                docker_reachable: false,
+                docker_reachable: self.docker.is_some(),
                 override_mode: self
                     .cfg
                     .models
@@ -315,21 +318,29 @@ impl Supervisor {
                     continue;
                 }
             };
-            // Trust is the operator's decision: everything else is confined.
-            let jail = if crate::sandbox::trusted(&self.cfg, &handle.key.model) {
-                None
-            } else if self.cfg.sandbox.strict && !self.isolation.missing.is_empty() {
-                let reason = format!(
-                    "sandbox.strict: this host lacks {} needed to confine an untrusted plugin",
-                    self.isolation.missing.join(", ")
-                );
-                let _ = handle.set_state(LifecycleState::Failed, Some(reason));
-                continue;
-            } else {
-                Some(self.runtime.clone())
+            // A container is always locked down (see the container module).
+            let container = match (choice.mode, &self.docker) {
+                (ward_config::Mode::Container, Some(engine)) => {
+                    Some((engine.clone(), self.runtime.clone()))
+                }
+                _ => None,
             };
+            // Trust is the operator's decision: everything else is confined.
+            let jail =
+                if container.is_some() || crate::sandbox::trusted(&self.cfg, &handle.key.model) {
+                    None
+                } else if self.cfg.sandbox.strict && !self.isolation.missing.is_empty() {
+                    let reason = format!(
+                        "sandbox.strict: this host lacks {} needed to confine an untrusted plugin",
+                        self.isolation.missing.join(", ")
+                    );
+                    let _ = handle.set_state(LifecycleState::Failed, Some(reason));
+                    continue;
+                } else {
+                    Some(self.runtime.clone())
+                };
             handle.set_confinement(
-                jail.is_some(),
+                jail.is_some() || container.is_some(),
                 if jail.is_some() {
                     self.isolation.missing.clone()
                 } else {
@@ -349,6 +360,7 @@ impl Supervisor {
                     mode_reason: choice.to_string(),
                     events: self.events.clone(),
                     jail,
+                    container,
                 },
                 &handle,
                 &self.tracker,

@@ -1105,6 +1105,7 @@ mod tests {
             "/nonexistent/ward-worker".into(),
             crate::isolation::probe(),
             crate::sandbox::RuntimePaths::default(),
+            None,
         )
     }
 
@@ -1207,6 +1208,7 @@ mod tests {
             "/nonexistent".into(),
             crate::isolation::probe(),
             crate::sandbox::RuntimePaths::default(),
+            None,
         );
         tokio::time::timeout(
             TIMEOUT,

@@ -46,10 +46,44 @@ pub fn main(config: Option<&Path>) -> ExitCode {
     }
 }
 
-fn run(config: Option<&Path>) -> anyhow::Result<()> {
+fn config(config: Option<&Path>) -> anyhow::Result<WardConfig> {
     let env_config = std::env::var_os("WARD_CONFIG").map(PathBuf::from);
     let path = config.map(Path::to_path_buf).or(env_config);
-    let cfg = WardConfig::resolve(path.as_deref(), std::env::vars()).context("configuration")?;
+    WardConfig::resolve(path.as_deref(), std::env::vars()).context("configuration")
+}
+
+/// `ward image build`: (re)builds the container workers' image.
+pub fn build_image(config_path: Option<&Path>) -> ExitCode {
+    init_tracing();
+    let built = (|| {
+        let cfg = config(config_path)?;
+        let binary = worker_binary(&cfg)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("tokio runtime")?;
+        runtime
+            .block_on(async {
+                let engine = crate::container::Engine::connect(&cfg).await?;
+                engine.build_image_from(&binary).await?;
+                Ok::<_, crate::container::EngineError>(engine.image)
+            })
+            .map_err(anyhow::Error::from)
+    })();
+    match built {
+        Ok(image) => {
+            println!("built {image}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ward: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
+    let cfg = config(config_path)?;
     let binary = worker_binary(&cfg)?;
     crate::spawn::prepare_run_dir(&cfg.run_dir)?;
     // Orphaned grandchildren (a plugin's forks) come back to us to be reaped,
@@ -80,7 +114,8 @@ async fn serve(cfg: WardConfig, binary: PathBuf) -> anyhow::Result<()> {
         "sandbox layers available on this host"
     );
     crate::cgroup::cleanup_stale("ward-");
-    let sup = Supervisor::new(cfg, host, binary, isolation, runtime);
+    let docker = docker_engine(&cfg, &binary).await;
+    let sup = Supervisor::new(cfg, host, binary, isolation, runtime, docker);
     tracing::info!(budget_mb = sup.memory_budget_mb, "ward starting");
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -151,6 +186,40 @@ async fn serve(cfg: WardConfig, binary: PathBuf) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
     tracing::info!("ward stopped");
     Ok(())
+}
+
+/// The Docker engine for container workers, ready to use: connected, this
+/// supervisor's leftover containers removed, the worker image built. `None`
+/// (logged, and shown in each model's mode reason) when container mode is
+/// disabled or the engine cannot be used.
+async fn docker_engine(cfg: &WardConfig, binary: &Path) -> Option<crate::container::Engine> {
+    if !cfg.runtime.docker_enabled
+        || !cfg
+            .runtime
+            .allowed_modes
+            .contains(&ward_config::Mode::Container)
+    {
+        return None;
+    }
+    let ready = async {
+        let engine = crate::container::Engine::connect(cfg).await?;
+        let removed = engine.remove_leftovers().await?;
+        if removed > 0 {
+            tracing::info!(removed, "removed containers left by an earlier run");
+        }
+        let built = engine.ensure_image(binary).await?;
+        Ok::<_, crate::container::EngineError>((engine, built))
+    };
+    match ready.await {
+        Ok((engine, built)) => {
+            tracing::info!(api = %engine.api_version, image = %engine.image, built, supervisor_id = %engine.supervisor_id, "container mode available");
+            Some(engine)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "container mode unavailable: models fall back to the other modes");
+            None
+        }
+    }
 }
 
 async fn shutdown(sup: &Arc<Supervisor>) {

@@ -14,10 +14,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::net::UnixListener;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use ward_protocol::{FrameLimit, FromWorker, PROTOCOL_VERSION, ProtocolError, ToWorker};
 
 use crate::ipc::Conn;
+use crate::process::WorkerProcess;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
@@ -36,7 +37,9 @@ pub enum SpawnError {
     #[error("the worker did not connect within {0:?}")]
     ConnectTimeout(Duration),
     #[error("the worker exited before connecting ({0})")]
-    ExitedEarly(std::process::ExitStatus),
+    ExitedEarly(String),
+    #[error("Docker: {0}")]
+    Docker(String),
     #[error("handshake failed: {0}")]
     Handshake(String),
     #[error("worker socket error")]
@@ -63,11 +66,16 @@ pub struct WorkerSpec {
     pub jail: Option<ward_protocol::jail::JailSpec>,
 }
 
+/// A worker's output stream.
+pub type Output = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+
 /// A started worker that has completed the handshake.
 pub struct Started {
-    pub child: Child,
+    pub worker: WorkerProcess,
     pub pid: u32,
     pub conn: Conn,
+    pub stdout: Option<Output>,
+    pub stderr: Option<Output>,
 }
 
 /// Variables a worker may inherit from the supervisor; everything else is dropped.
@@ -83,7 +91,7 @@ pub fn prepare_run_dir(dir: &Path) -> Result<(), SpawnError> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
 }
 
-fn token() -> String {
+pub(crate) fn token() -> String {
     let mut bytes = [0u8; 16];
     // /dev/urandom never blocks once the system is up; a failure leaves zeros,
     // still unique enough with the pid checks, but it is logged.
@@ -176,7 +184,7 @@ pub async fn start(spec: &WorkerSpec, connect_timeout: Duration) -> Result<Start
     let accepted = tokio::select! {
         r = listener.accept() => r.map(|(stream, _)| stream).map_err(SpawnError::from),
         status = child.wait() => Err(match status {
-            Ok(status) => SpawnError::ExitedEarly(status),
+            Ok(status) => SpawnError::ExitedEarly(crate::process::WorkerStatus::from_exit(status).describe()),
             Err(e) => SpawnError::Io(e),
         }),
         () = tokio::time::sleep(connect_timeout) => Err(SpawnError::ConnectTimeout(connect_timeout)),
@@ -192,6 +200,27 @@ pub async fn start(spec: &WorkerSpec, connect_timeout: Duration) -> Result<Start
         }
     };
     let mut conn = Conn::new(stream, spec.limit);
+    if let Err(e) = handshake(&mut conn, &token, connect_timeout).await {
+        let _ = child.start_kill();
+        return Err(e);
+    }
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    Ok(Started {
+        worker: WorkerProcess::Native(child),
+        pid,
+        conn,
+        stdout: stdout.map(|o| Box::new(o) as Output),
+        stderr: stderr.map(|e| Box::new(e) as Output),
+    })
+}
+
+/// The worker's side of the handshake: a Hello with our protocol version and
+/// its one-time token, answered with Welcome (or Refused, and an error).
+pub async fn handshake(
+    conn: &mut Conn,
+    token: &str,
+    connect_timeout: Duration,
+) -> Result<(), SpawnError> {
     let hello = tokio::time::timeout(connect_timeout, conn.next())
         .await
         .map_err(|_| SpawnError::ConnectTimeout(connect_timeout))??;
@@ -210,7 +239,7 @@ pub async fn start(spec: &WorkerSpec, connect_timeout: Duration) -> Result<Start
                 protocol_version: PROTOCOL_VERSION,
             })
             .await?;
-            Ok(Started { child, pid, conn })
+            Ok(())
         }
         Err(reason) => {
             let _ = conn
@@ -218,7 +247,6 @@ pub async fn start(spec: &WorkerSpec, connect_timeout: Duration) -> Result<Start
                     reason: reason.clone(),
                 })
                 .await;
-            let _ = child.start_kill();
             Err(SpawnError::Handshake(reason))
         }
     }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::process::Child;
+use nix::sys::signal::Signal;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use ward_config::{ModelContract, WardConfig, validate_output};
@@ -25,6 +25,7 @@ use crate::errors::{ErrorCode, InferFailure};
 use crate::health::{Health, HealthReport, HealthWindow, Outcome};
 use crate::lifecycle::LifecycleState;
 use crate::logs::{LogFile, Stream, Tail};
+use crate::process::{WorkerProcess, WorkerStatus};
 use crate::restart::{Decision, RestartPolicy, RestartTracker};
 use crate::spawn::{self, Started, WorkerSpec};
 
@@ -372,6 +373,12 @@ pub struct VersionSetup {
     /// Runtime paths a jailed worker needs; `None` runs the worker unconfined
     /// (the operator trusts this model).
     pub jail: Option<Arc<crate::sandbox::RuntimePaths>>,
+    /// Run the worker in a container on this engine (with these runtime
+    /// paths bound read-only) instead of as a native process.
+    pub container: Option<(
+        Arc<crate::container::Engine>,
+        Arc<crate::sandbox::RuntimePaths>,
+    )>,
 }
 
 /// Starts the owning task of a validated, admitted version (state LOADING).
@@ -435,6 +442,10 @@ struct Owner {
     /// Runtime paths for the jail, when this model is confined.
     runtime: Option<Arc<crate::sandbox::RuntimePaths>>,
     jailed: bool,
+    container: Option<(
+        Arc<crate::container::Engine>,
+        Arc<crate::sandbox::RuntimePaths>,
+    )>,
     /// The current worker's cgroup (confined workers only).
     cgroup: Option<crate::cgroup::WorkerCgroup>,
     /// The empty directory the current worker's jail root was built on.
@@ -472,6 +483,7 @@ impl Owner {
             declared_mb: setup.declared_memory_mb,
             jailed: setup.jail.is_some(),
             runtime: setup.jail,
+            container: setup.container,
             cgroup: None,
             jail_dir: None,
             log,
@@ -506,7 +518,7 @@ impl Owner {
                     return;
                 }
             };
-            let (mut child, mut conn) = match attempt {
+            let (mut worker, mut conn) = match attempt {
                 Ok(started) => started,
                 Err((reason, exit)) => {
                     if self.state() == LifecycleState::Loading {
@@ -528,13 +540,15 @@ impl Owner {
             };
             self.restarts.on_started(Instant::now());
             self.set_state(LifecycleState::Ready, None);
-            let ended = self.serve(&mut child, &mut conn, &mut control).await;
+            let ended = self.serve(&mut worker, &mut conn, &mut control).await;
             match ended {
                 Ended::Control(ctl) => {
-                    self.finish(ctl, Some((child, conn))).await;
+                    self.finish(ctl, Some((worker, conn))).await;
                     return;
                 }
                 Ended::Crashed(exit) => {
+                    drop(conn);
+                    worker.release().await;
                     let reason = format!("worker {}: {}", describe_cause(exit.cause), exit.status);
                     tracing::warn!(key = %self.key, status = %exit.status, cause = ?exit.cause, "worker died");
                     {
@@ -676,6 +690,69 @@ impl Owner {
         })
     }
 
+    /// What the container launcher needs for this generation.
+    fn container_plan<'a>(
+        &'a self,
+        engine: &'a crate::container::Engine,
+        runtime: &'a crate::sandbox::RuntimePaths,
+    ) -> crate::container::ContainerPlan<'a> {
+        let safe = |s: &str| -> String {
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        };
+        let name = format!(
+            "ward-{}-{}-{}-{}",
+            &engine.supervisor_id[..8.min(engine.supervisor_id.len())],
+            safe(&self.key.model),
+            safe(&self.key.version),
+            self.generation
+        );
+        // A per-model uid when we may choose one; else our own (an engine
+        // that lets a non-root supervisor in maps it as it likes).
+        let uid = if nix::unistd::geteuid().is_root() {
+            crate::sandbox::plugin_id(
+                self.cfg.sandbox.uid_base,
+                &self.key.model,
+                &self.key.version,
+            )
+        } else {
+            nix::unistd::geteuid().as_raw()
+        };
+        crate::container::ContainerPlan {
+            cfg: &self.cfg,
+            engine,
+            model: &self.key.model,
+            version: &self.key.version,
+            generation: self.generation,
+            model_dir: &self.path,
+            runtime,
+            name,
+            image: self
+                .contract
+                .runtime
+                .image
+                .clone()
+                .unwrap_or_else(|| engine.image.clone()),
+            uid,
+            memory_bytes: self.declared_mb.saturating_mul(1 << 20),
+            cpus: self
+                .contract
+                .resources
+                .cpus
+                .map(|c| c.min(host_cores() as f64)),
+            spin_us: ward_worker_spin_us(&self.cfg),
+            max_frame: self.cfg.worker.max_frame_bytes,
+            worker: std::fs::canonicalize(&self.binary).ok(),
+        }
+    }
+
     /// Drops the previous worker's cgroup (killing any straggler) and the
     /// directory its jail root was built on (empty on the host side). The
     /// cgroup's removal retries `rmdir` with short blocking pauses, so it runs
@@ -694,28 +771,45 @@ impl Owner {
         .await;
     }
 
-    async fn load(&mut self) -> Result<(Child, crate::ipc::Conn), (String, Option<LastExit>)> {
+    async fn load(
+        &mut self,
+    ) -> Result<(WorkerProcess, crate::ipc::Conn), (String, Option<LastExit>)> {
         self.generation += 1;
         let load_timeout = Duration::from_millis(self.cfg.timeouts.load_ms);
         let started_at = Instant::now();
         self.release_jail().await;
-        let spec = self.spec().map_err(|e| (e, None))?;
+        let started = match &self.container {
+            Some((engine, runtime)) => {
+                let plan = self.container_plan(engine, runtime);
+                engine.launch(&plan, load_timeout).await
+            }
+            None => {
+                let spec = self.spec().map_err(|e| (e, None))?;
+                spawn::start(&spec, load_timeout).await
+            }
+        };
         let Started {
-            mut child,
+            mut worker,
             pid,
             mut conn,
-        } = match spawn::start(&spec, load_timeout).await {
+            stdout,
+            stderr,
+        } = match started {
             Ok(s) => s,
             Err(e) => return Err((error_chain(&e), None)),
         };
-        self.attach_logs(&mut child, pid).await;
+        self.attach_logs(stdout, stderr, pid).await;
         {
             let mut g = lock(&self.shared);
             g.status.pid = Some(pid);
             g.status.generation = self.generation;
         }
         let req = LoadRequest {
-            model_dir: self.path.to_string_lossy().into_owned(),
+            model_dir: if self.container.is_some() {
+                crate::container::model_dir_in_container(&self.key.model, &self.key.version)
+            } else {
+                self.path.to_string_lossy().into_owned()
+            },
             device: Device::Cpu,
             intra_op_threads: intra_op_threads(&self.contract, &self.cfg),
             onnxruntime_library: self
@@ -743,7 +837,7 @@ impl Owner {
         let failure = match result {
             Ok(Ok(FromWorker::Loaded(loaded))) => {
                 self.loaded(&loaded, started_at.elapsed());
-                return Ok((child, conn));
+                return Ok((worker, conn));
             }
             Ok(Ok(FromWorker::LoadFailed(f))) => {
                 format!("load failed ({:?}): {}", f.kind, f.message)
@@ -760,7 +854,8 @@ impl Owner {
         } else {
             ExitCause::Stopped
         };
-        let exit = self.stop(&mut child, &mut Some(conn), cause).await;
+        let exit = self.stop(&mut worker, &mut Some(conn), cause).await;
+        worker.release().await;
         let failure = match (&exit.cause, exit.status.as_str()) {
             (ExitCause::Stopped, status) if failure.starts_with("the worker died") => {
                 format!("{failure} ({status})")
@@ -777,17 +872,10 @@ impl Owner {
         tracing::info!(key = %self.key, pid = ?g.status.pid, load_ms = took.as_millis() as u64, rss = loaded.rss_bytes, "worker loaded");
     }
 
-    async fn attach_logs(&self, child: &mut Child, pid: u32) {
-        let (out, err) = (child.stdout.take(), child.stderr.take());
+    async fn attach_logs(&self, out: Option<spawn::Output>, err: Option<spawn::Output>, pid: u32) {
         let Some(log) = &self.log else {
             // Drain anyway: a worker blocked on a full pipe would look hung.
-            for pipe in [
-                out.map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-                err.map(|e| Box::new(e) as _),
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for pipe in [out, err].into_iter().flatten() {
                 tokio::spawn(async move {
                     let mut pipe = pipe;
                     let _ = tokio::io::copy(&mut pipe, &mut tokio::io::sink()).await;
@@ -813,7 +901,7 @@ impl Owner {
     /// Serves requests until the worker dies or a control command arrives.
     async fn serve(
         &mut self,
-        child: &mut Child,
+        child: &mut WorkerProcess,
         conn: &mut crate::ipc::Conn,
         control: &mut mpsc::UnboundedReceiver<Control>,
     ) -> Ended {
@@ -832,7 +920,7 @@ impl Owner {
             tokio::select! {
                 biased;
                 status = child.wait() => {
-                    break Ended::Crashed(self.crash(status.map_err(|e| format!("wait failed: {e}"))));
+                    break Ended::Crashed(self.crash(status, child.relays_signals()));
                 }
                 msg = conn.next() => match msg {
                     Ok(FromWorker::InferOk(ok)) => {
@@ -855,7 +943,7 @@ impl Owner {
                     Err(ProtocolError::Closed) => {
                         // The socket closed: the process is exiting; its status follows.
                         let status = wait_briefly(child).await;
-                        break Ended::Crashed(self.crash(status));
+                        break Ended::Crashed(self.crash(status, child.relays_signals()));
                     }
                     Err(e) => break Ended::Crashed(self.violation(child, error_chain(&e)).await),
                 },
@@ -933,7 +1021,7 @@ impl Owner {
                     ping_seq += 1;
                     if pending.is_empty() && conn.send(&ToWorker::Ping { seq: ping_seq }).await.is_err() {
                         let status = wait_briefly(child).await;
-                        break Ended::Crashed(self.crash(status));
+                        break Ended::Crashed(self.crash(status, child.relays_signals()));
                     }
                 }
             }
@@ -1048,14 +1136,14 @@ impl Owner {
     }
 
     /// A worker that died on its own: what killed it.
-    fn crash(&self, status: Result<std::process::ExitStatus, String>) -> LastExit {
-        use std::os::unix::process::ExitStatusExt;
+    fn crash(&self, status: Result<WorkerStatus, String>, relayed: bool) -> LastExit {
         let sigsys = nix::sys::signal::Signal::SIGSYS as i32;
         let oom = self
             .cgroup
             .as_ref()
             .and_then(crate::cgroup::WorkerCgroup::oom_kills)
-            .is_some_and(|n| n > 0);
+            .is_some_and(|n| n > 0)
+            || status.as_ref().is_ok_and(|s| s.oom_killed);
         let (cause, text) = match status {
             Err(text) => (
                 if oom {
@@ -1068,22 +1156,19 @@ impl Owner {
             Ok(s) => {
                 // A jailed worker's status is relayed by the sandbox's pid 1: a
                 // signal arrives as 128 + n.
-                let signal = s.signal().or(s
-                    .code()
-                    .filter(|c| *c > 128 && self.jailed)
-                    .map(|c| c - 128));
+                let signal = s.signal(relayed || self.jailed);
                 let cause = if oom {
                     ExitCause::OutOfMemory
                 } else if signal == Some(sigsys) {
                     ExitCause::SeccompViolation
                 } else if signal.is_some() {
                     ExitCause::CrashSignal
-                } else if s.code() == Some(0) {
+                } else if s.code == Some(0) {
                     ExitCause::CleanExit
                 } else {
                     ExitCause::Crashed
                 };
-                (cause, describe_status(s))
+                (cause, s.describe())
             }
         };
         self.exit(cause, text)
@@ -1100,7 +1185,7 @@ impl Owner {
     }
 
     /// The worker broke the protocol: it is killed, and that is its crash.
-    async fn violation(&mut self, child: &mut Child, why: String) -> LastExit {
+    async fn violation(&mut self, child: &mut WorkerProcess, why: String) -> LastExit {
         tracing::warn!(key = %self.key, why = %why, "protocol violation: killing the worker");
         let mut exit = self.kill(child, ExitCause::ProtocolViolation).await;
         exit.status = format!("{why}; {}", exit.status);
@@ -1108,11 +1193,11 @@ impl Owner {
     }
 
     /// SIGKILL to the worker's whole process group, then reap.
-    async fn kill(&self, child: &mut Child, cause: ExitCause) -> LastExit {
-        kill_group(child);
+    async fn kill(&self, child: &mut WorkerProcess, cause: ExitCause) -> LastExit {
+        child.signal(Signal::SIGKILL).await;
         let status = match child.wait().await {
-            Ok(s) => describe_status(s),
-            Err(e) => format!("wait failed: {e}"),
+            Ok(s) => s.describe(),
+            Err(e) => e,
         };
         self.exit(cause, status)
     }
@@ -1120,7 +1205,7 @@ impl Owner {
     /// Asks the worker to stop, escalating TERM then KILL to its process group; always reaps.
     async fn stop(
         &self,
-        child: &mut Child,
+        child: &mut WorkerProcess,
         conn: &mut Option<crate::ipc::Conn>,
         cause: ExitCause,
     ) -> LastExit {
@@ -1130,16 +1215,11 @@ impl Owner {
         }
         *conn = None;
         if let Ok(Ok(status)) = tokio::time::timeout(grace, child.wait()).await {
-            return self.exit(cause, describe_status(status));
+            return self.exit(cause, status.describe());
         }
-        if let Some(pid) = child.id() {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
+        child.signal(Signal::SIGTERM).await;
         if let Ok(Ok(status)) = tokio::time::timeout(grace, child.wait()).await {
-            return self.exit(cause, describe_status(status));
+            return self.exit(cause, status.describe());
         }
         self.kill(child, cause).await
     }
@@ -1152,7 +1232,7 @@ impl Owner {
     }
 
     /// Ends the task: stop the worker (if any), move to UNLOADED on unload.
-    async fn finish(&mut self, ctl: Control, worker: Option<(Child, crate::ipc::Conn)>) {
+    async fn finish(&mut self, ctl: Control, worker: Option<(WorkerProcess, crate::ipc::Conn)>) {
         let unload = matches!(ctl, Control::Unload { .. });
         if unload {
             self.set_state(LifecycleState::Unloading, None);
@@ -1162,6 +1242,7 @@ impl Owner {
             let exit = self
                 .stop(&mut child, &mut Some(conn), ExitCause::Stopped)
                 .await;
+            child.release().await;
             let mut g = lock(&self.shared);
             g.status.pid = None;
             g.status.last_exit = Some(exit);
@@ -1231,42 +1312,21 @@ fn fail_all(pending: &mut HashMap<RequestId, Pending>, code: ErrorCode, message:
     }
 }
 
-fn kill_group(child: &Child) {
-    if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-}
-
 /// After the socket closed: the exit status, which follows within moments;
 /// a worker that closed its socket but lingers is killed.
-async fn wait_briefly(child: &mut Child) -> Result<std::process::ExitStatus, String> {
+async fn wait_briefly(child: &mut WorkerProcess) -> Result<WorkerStatus, String> {
     match tokio::time::timeout(Duration::from_millis(500), child.wait()).await {
-        Ok(r) => r.map_err(|e| format!("wait failed: {e}")),
+        Ok(r) => r,
         Err(_) => {
-            kill_group(child);
+            child.signal(Signal::SIGKILL).await;
             match child.wait().await {
                 Ok(s) => Err(format!(
                     "closed its socket and was killed ({})",
-                    describe_status(s)
+                    s.describe()
                 )),
-                Err(e) => Err(format!("wait failed: {e}")),
+                Err(e) => Err(e),
             }
         }
-    }
-}
-
-pub fn describe_status(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(sig)) => {
-            let name = nix::sys::signal::Signal::try_from(sig).map_or("unknown", |s| s.as_str());
-            format!("signal {sig} ({name})")
-        }
-        _ => status.to_string(),
     }
 }
 

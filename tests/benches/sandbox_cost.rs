@@ -1,11 +1,14 @@
-//! What the sandbox costs: the same model (digits 1.0.0) served twice by one
-//! real `ward serve`, once untrusted (jailed) and once trusted (unconfined);
-//! worker start time over repeated operator reloads, and per-request latency
-//! over HTTP in alternating blocks — all in one run.
+//! What isolation costs: the same model (digits 1.0.0) served three times by
+//! one real `ward serve` — untrusted in the native sandbox (jailed), trusted
+//! (unconfined), and in a locked-down Docker container; worker start time
+//! (cold start: spawn or container create to Loaded) over repeated operator
+//! reloads, and per-request latency over HTTP in alternating blocks — all in
+//! one run.
 //!
 //!     cargo bench -p ward-tests --bench sandbox_cost
 //!
-//! Needs root (cgroups, namespaces) and the set-up's .venv.
+//! Needs root (cgroups, namespaces), a Docker engine (`./setup.sh test`
+//! starts one) and the set-up's .venv.
 
 #![allow(clippy::unwrap_used)] // A benchmark: any failure aborts the run.
 
@@ -52,6 +55,7 @@ fn main() {
     let src = ward_tests::repo().join("models/digits/1.0.0");
     copy_model(&src, &root.join("jailed/1.0.0"), "jailed");
     copy_model(&src, &root.join("trusted/1.0.0"), "trusted");
+    copy_model(&src, &root.join("container/1.0.0"), "container");
     let mut ward = Command::new(env!("CARGO_BIN_EXE_it-ward"))
         .arg("serve")
         .env("WARD_BIND", "127.0.0.1:0")
@@ -62,6 +66,12 @@ fn main() {
         .env("WARD_ONNXRUNTIME_LIBRARY", ward_tests::onnxruntime())
         .env("WARD_PYTHON", ward_tests::python())
         .env("WARD_TRUSTED_MODELS", "trusted")
+        .env("WARD_DOCKER_ENABLED", "true")
+        .env("WARD_CONTAINER_IMAGE", "ward-worker:bench")
+        .env(
+            "WARD_MODE_OVERRIDES",
+            "container=container,jailed=native,trusted=native",
+        )
         .env("WARD_ADMIN_TOKEN", TOKEN)
         .env("WARD_LOG", "warn")
         .stdout(Stdio::piped())
@@ -102,15 +112,18 @@ fn main() {
             std::thread::sleep(Duration::from_millis(5));
         }
     };
-    let mut start = [Vec::new(), Vec::new()];
-    for (i, model) in ["jailed", "trusted"].iter().enumerate() {
+    const MODELS: [&str; 3] = ["jailed", "trusted", "container"];
+    let mut start = [Vec::new(), Vec::new(), Vec::new()];
+    for (i, model) in MODELS.iter().enumerate() {
         let s = wait_ready(model, 1);
-        assert_eq!(s["sandboxed"], i == 0, "{s}");
+        assert_eq!(s["sandboxed"], i != 1, "{s}");
+        let mode = if i == 2 { "container" } else { "native" };
+        assert_eq!(s["mode"], mode, "{s}");
     }
     // Worker start: spawn to Loaded (handshake, jail, model load, warmup),
     // as the supervisor measures it, over repeated operator reloads.
     for _ in 0..RELOADS {
-        for (i, model) in ["jailed", "trusted"].iter().enumerate() {
+        for (i, model) in MODELS.iter().enumerate() {
             agent
                 .post(format!(
                     "{url}/v1/admin/models/{model}/versions/1.0.0/reload"
@@ -123,9 +136,9 @@ fn main() {
         }
     }
     let body = json!({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": vec![3.0f32; 64]}]}).to_string();
-    let mut latency = [Vec::new(), Vec::new()];
+    let mut latency = [Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..BLOCKS {
-        for (i, model) in ["jailed", "trusted"].iter().enumerate() {
+        for (i, model) in MODELS.iter().enumerate() {
             for _ in 0..PER_BLOCK {
                 let t = Instant::now();
                 let mut r = agent
@@ -138,23 +151,34 @@ fn main() {
             }
         }
     }
-    println!("digits 1.0.0 served twice by one ward: jailed (untrusted) vs unconfined (trusted)");
-    println!("worker start (spawn to Loaded, incl. warmup), {RELOADS} reloads each:");
-    let (js, ts) = (median(start[0].clone()), median(start[1].clone()));
-    println!("  jailed    median {js:8.1} ms");
-    println!("  trusted   median {ts:8.1} ms");
-    println!("  sandbox adds {:.1} ms at the median", js - ts);
+    println!(
+        "digits 1.0.0 served three times by one ward: native jailed (untrusted), native unconfined (trusted), container"
+    );
+    println!(
+        "worker start (spawn or container create to Loaded, incl. warmup), {RELOADS} reloads each:"
+    );
+    let starts: Vec<f64> = start.iter().map(|v| median(v.clone())).collect();
+    for (model, ms) in MODELS.iter().zip(&starts) {
+        println!("  {model:<9} median {ms:8.1} ms");
+    }
+    println!(
+        "  the sandbox adds {:.1} ms, a container {:.1} ms, to a trusted worker's start",
+        starts[0] - starts[1],
+        starts[2] - starts[1]
+    );
     println!("HTTP request latency, {BLOCKS} alternating blocks of {PER_BLOCK}:");
-    let (jl, tl) = (median(latency[0].clone()), median(latency[1].clone()));
+    let p50s: Vec<f64> = latency.iter().map(|v| median(v.clone())).collect();
+    for ((model, p50), v) in MODELS.iter().zip(&p50s).zip(&latency) {
+        println!(
+            "  {model:<9} p50 {p50:8.1} us   p99 {:8.1} us",
+            p99(v.clone())
+        );
+    }
     println!(
-        "  jailed    p50 {jl:8.1} us   p99 {:8.1} us",
-        p99(latency[0].clone())
+        "  at p50, vs trusted: the sandbox adds {:.1} us, a container {:.1} us",
+        p50s[0] - p50s[1],
+        p50s[2] - p50s[1]
     );
-    println!(
-        "  trusted   p50 {tl:8.1} us   p99 {:8.1} us",
-        p99(latency[1].clone())
-    );
-    println!("  sandbox adds {:.1} us at p50", jl - tl);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(ward.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // Tests unwrap: a panic is the failure report.
 
 mod api;
+mod container;
 mod sandbox;
 mod server;
 mod supervisor;

@@ -91,6 +91,8 @@ impl Ward {
             .env("WARD_ONNXRUNTIME_LIBRARY", onnxruntime())
             .env("WARD_PYTHON", python())
             .env("WARD_COOLDOWN_MS", "300")
+            // Container mode is opted into by the container tests alone.
+            .env("WARD_DOCKER_ENABLED", "false")
             .env("WARD_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
