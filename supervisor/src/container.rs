@@ -283,6 +283,7 @@ impl Engine {
         let mut worker = ContainerWorker {
             engine: self.clone(),
             id: created.id,
+            name: plan.name.clone(),
             sock_dir: sock_dir.clone(),
             exit: None,
             ended: None,
@@ -639,6 +640,7 @@ impl ContainerPlan<'_> {
 pub struct ContainerWorker {
     engine: Arc<Engine>,
     id: String,
+    name: String,
     sock_dir: PathBuf,
     exit: Option<oneshot::Receiver<Result<WorkerStatus, String>>>,
     ended: Option<Result<WorkerStatus, String>>,
@@ -647,6 +649,10 @@ pub struct ContainerWorker {
 impl ContainerWorker {
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Cancel-safe: the receiver stays in `self` across calls.

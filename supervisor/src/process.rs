@@ -93,6 +93,14 @@ impl WorkerProcess {
         }
     }
 
+    /// The container's name, in container mode.
+    pub fn container_name(&self) -> Option<&str> {
+        match self {
+            WorkerProcess::Native(_) => None,
+            WorkerProcess::Container(c) => Some(c.name()),
+        }
+    }
+
     /// Whether a worker's exit code above 128 stands for a signal.
     pub fn relays_signals(&self) -> bool {
         matches!(self, WorkerProcess::Container(_))

@@ -125,6 +125,8 @@ pub struct VersionStatus {
     /// Sandbox layers this host could not provide (empty when complete).
     pub sandbox_missing: Vec<String>,
     pub pid: Option<u32>,
+    /// The worker's container (container mode): its name.
+    pub container: Option<String>,
     /// Worker processes started so far for this version.
     pub generation: u64,
     pub restarts: u64,
@@ -204,6 +206,7 @@ impl VersionHandle {
             sandboxed: false,
             sandbox_missing: Vec::new(),
             pid: None,
+            container: None,
             generation: 0,
             restarts: 0,
             last_exit: None,
@@ -554,6 +557,7 @@ impl Owner {
                     {
                         let mut g = lock(&self.shared);
                         g.status.pid = None;
+                        g.status.container = None;
                         // A deadline kill was already counted as the timeout that caused it.
                         if exit.cause != ExitCause::KilledForDeadline {
                             g.window
@@ -802,6 +806,7 @@ impl Owner {
         {
             let mut g = lock(&self.shared);
             g.status.pid = Some(pid);
+            g.status.container = worker.container_name().map(str::to_owned);
             g.status.generation = self.generation;
         }
         let req = LoadRequest {
@@ -1245,6 +1250,7 @@ impl Owner {
             child.release().await;
             let mut g = lock(&self.shared);
             g.status.pid = None;
+            g.status.container = None;
             g.status.last_exit = Some(exit);
         }
         if unload {

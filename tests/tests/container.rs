@@ -160,6 +160,10 @@ fn a_container_worker_answers_like_a_native_one_locked_down_and_leaves_nothing_b
 
     // docker inspect shows every lockdown field.
     let c = container_of(&ward, "digits", "1.0.0");
+    assert_eq!(
+        ward.status("digits", "1.0.0")["container"].as_str(),
+        c["Name"].as_str().map(|n| n.trim_start_matches('/'))
+    );
     let host = &c["HostConfig"];
     assert_eq!(host["NetworkMode"], "none", "{host}");
     assert_eq!(host["ReadonlyRootfs"], true);
