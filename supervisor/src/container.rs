@@ -319,12 +319,13 @@ impl Engine {
         connect_timeout: Duration,
     ) -> Result<(u32, Conn, Output, Output), SpawnError> {
         let docker_err = |e: bollard::errors::Error| SpawnError::Docker(e.to_string());
-        // Output first, so that nothing the worker says is lost.
-        let (stdout, stderr) = self.stream_logs(&worker.id);
         tokio::time::timeout(API_TIMEOUT, self.docker.start_container(&worker.id, None))
             .await
             .map_err(|_| SpawnError::Docker("start timed out".into()))?
             .map_err(docker_err)?;
+        // From the start of the container's output (a follow before the
+        // start would end at once), until the container ends.
+        let (stdout, stderr) = self.stream_logs(&worker.id);
         worker.exit = Some(self.watch_exit(&worker.id));
         let info = self
             .docker

@@ -537,3 +537,48 @@ fn ward_image_build_makes_a_scratch_image_of_the_worker_offline() {
     );
     docker(&["image", "rm", &image]);
 }
+
+#[test]
+fn container_output_reaches_the_log_and_crash_loops_meet_the_same_retry_cap() {
+    if !docker_available() {
+        return;
+    }
+    let ward = start(
+        |root| {
+            let dir = install(root, &crate::server::misbehave(), "crashy");
+            std::fs::write(dir.join("config.yaml"), "exit_after_ms: 300\n").unwrap();
+        },
+        &["crashy"],
+        &[("WARD_MAX_RETRIES", "1"), ("WARD_COOLDOWN_MS", "100")],
+    );
+    let s = ward.wait_for("crashy", "1.0.0", Duration::from_secs(30), |s| {
+        s["state"] == "ERROR" && s["reason"].as_str().is_some_and(|r| r.contains("gave up"))
+    });
+    assert_eq!(s["mode"], "container", "{s}");
+    assert_eq!(
+        (s["generation"].as_u64(), s["restarts"].as_u64()),
+        (Some(2), Some(1)),
+        "{s}"
+    );
+    // The plugin's stderr, through the Docker API, into the version's log and
+    // the status's tail — as for a native worker.
+    let log = std::fs::read_to_string(ward.dir.path().join("logs/crashy/1.0.0.log")).unwrap();
+    assert_eq!(log.matches("misbehave 1.0.0 loaded").count(), 2, "{log}");
+    let tail = s["last_exit"]["stderr_tail"].as_array().unwrap();
+    assert!(
+        tail.iter().any(|l| l.as_str().unwrap().contains("loaded")),
+        "{s}"
+    );
+    assert_eq!(s["last_exit"]["cause"], "crashed", "{s}");
+    // Both generations' containers are gone.
+    let mine = ward.models().display().to_string();
+    let left: Vec<String> = containers_with("ward.model=crashy")
+        .into_iter()
+        .filter(|n| {
+            inspect(n)["HostConfig"]["Binds"]
+                .to_string()
+                .contains(&mine)
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
