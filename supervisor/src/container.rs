@@ -522,9 +522,6 @@ pub struct ContainerPlan<'a> {
     pub worker: Option<PathBuf>,
 }
 
-/// Variables the worker may see (values from the supervisor's own environment).
-const ENV_PASS: &[&str] = &["PATH", "LANG", "LC_ALL", "TZ", "ORT_DYLIB_PATH"];
-
 impl ContainerPlan<'_> {
     /// The container's labels.
     pub fn labels(&self) -> HashMap<String, String> {
@@ -542,20 +539,10 @@ impl ContainerPlan<'_> {
     /// The create request: the worker, its mounts and the lockdown.
     pub fn create_body(&self, token: &str, sock_dir: &Path) -> ContainerCreateBody {
         let s = &self.cfg.sandbox;
-        let mut env: Vec<String> = ENV_PASS
-            .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
+        let mut env: Vec<String> = crate::sandbox::plugin_env()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        env.extend(
-            [
-                "HOME=/tmp",
-                "TMPDIR=/tmp",
-                "PYTHONDONTWRITEBYTECODE=1",
-                "PYTHONNOUSERSITE=1",
-                "OMP_NUM_THREADS=1",
-            ]
-            .map(str::to_owned),
-        );
         env.push(format!("WARD_WORKER_TOKEN={token}"));
         let ro = |p: &Path| format!("{0}:{0}:ro", p.display());
         // Not /sbin, where Docker mounts its init (a bind over it would hide

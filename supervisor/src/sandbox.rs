@@ -124,6 +124,26 @@ pub struct JailPlan<'a> {
 /// own environment where present).
 const ENV_PASS: &[&str] = &["PATH", "LANG", "LC_ALL", "TZ"];
 
+/// The whole environment of a confined worker (jail or container): the
+/// allow-listed variables, and a home, scratch and Python settings of its own.
+pub fn plugin_env() -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = ENV_PASS
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+        .collect();
+    env.extend(
+        [
+            ("HOME", "/tmp"),
+            ("TMPDIR", "/tmp"),
+            ("PYTHONDONTWRITEBYTECODE", "1"),
+            ("PYTHONNOUSERSITE", "1"),
+            ("OMP_NUM_THREADS", "1"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    env
+}
+
 impl JailPlan<'_> {
     /// The spec, minus the socket path (filled in by the launcher).
     pub fn spec(&self) -> JailSpec {
@@ -133,20 +153,7 @@ impl JailPlan<'_> {
             self.contract.model_id.as_str(),
             &self.contract.version.to_string(),
         );
-        let mut env: Vec<(String, String)> = ENV_PASS
-            .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
-            .collect();
-        env.extend(
-            [
-                ("HOME", "/tmp"),
-                ("TMPDIR", "/tmp"),
-                ("PYTHONDONTWRITEBYTECODE", "1"),
-                ("PYTHONNOUSERSITE", "1"),
-                ("OMP_NUM_THREADS", "1"),
-            ]
-            .map(|(k, v)| (k.to_owned(), v.to_owned())),
-        );
+        let env = plugin_env();
         let string = |p: &Path| p.to_string_lossy().into_owned();
         JailSpec {
             parent_pid: std::process::id(),

@@ -380,6 +380,28 @@ fn a_hostile_plugin_in_a_container_is_contained() {
     let seen: Value = serde_json::from_str(out["detail"].as_str().unwrap()).unwrap();
     assert!(seen["uid"].as_u64().unwrap() >= 200_000, "{seen}");
     assert_eq!(seen["hostname"], "plugin");
+    // Only the allow-listed environment (Docker adds HOSTNAME), and no token.
+    let allowed = [
+        "PATH",
+        "LANG",
+        "LC_ALL",
+        "LC_CTYPE",
+        "TZ",
+        "HOME",
+        "TMPDIR",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONNOUSERSITE",
+        "OMP_NUM_THREADS",
+        "HOSTNAME",
+    ];
+    for key in seen["env"].as_array().unwrap() {
+        assert!(
+            allowed.contains(&key.as_str().unwrap()),
+            "{key} leaked into the plugin's environment: {seen}"
+        );
+    }
+    // Its own pid namespace: the init, the worker, the plugin and its helper.
+    assert!(seen["pids"].as_array().unwrap().len() < 10, "{seen}");
     // A fork bomb meets the pids limit.
     let detail = denied(&ward, json!({"try": "native", "args": ["forkbomb"]}));
     assert!(detail.contains("capped after"), "{detail}");
