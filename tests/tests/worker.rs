@@ -622,3 +622,272 @@ fn frame_model_reads_pictures_of_digits() {
         std::fs::read(dir.join("samples/0.png")).unwrap(),
     )));
 }
+
+// --- ONNX lanes: a model that asks for two CPU threads ----------------------------
+
+fn cnn() -> PathBuf {
+    model("models/cnn/1.0.0")
+}
+
+/// `batch` images of 3x64x64 floats in [0, 1), different for each `seed`.
+fn cnn_images(seed: usize, batch: u64) -> InferInput {
+    let n = batch as usize * 3 * 64 * 64;
+    let values: Vec<f32> = (0..n)
+        .map(|j| ((seed * 31 + j * 7) % 101) as f32 / 101.0)
+        .collect();
+    InferInput::Tensors(vec![Tensor::from_f32(
+        "input",
+        vec![batch, 3, 64, 64],
+        &values,
+    )])
+}
+
+/// A batch that keeps a lane busy for a few hundred milliseconds (~5 ms an image).
+const LONG: u64 = 64;
+/// A batch sent first: alone, it runs on the wide session (both threads),
+/// for long enough (~100 ms) that the requests sent after it find one lane
+/// busy with it: the first of them starts on the other lane at once, the rest
+/// wait for a lane.
+const LEAD: u64 = 32;
+
+/// A worker serving cnn as the supervisor loads it for `resources.cpus: 2`.
+fn cnn_in_lanes() -> Worker {
+    let mut w = Worker::start();
+    let mut req = Worker::load_request(&cnn());
+    req.intra_op_threads = 2;
+    match w.load(req) {
+        FromWorker::Loaded(_) => w,
+        other => panic!("load failed: {other:?}\n{}", w.stderr()),
+    }
+}
+
+fn infer_with(w: &mut Worker, id: u64, budget: Duration, input: InferInput) -> RequestId {
+    let id = RequestId(id);
+    w.send(&ToWorker::Infer(ward_protocol::InferRequest {
+        id,
+        budget_us: budget.as_micros() as u64,
+        input,
+        outputs: vec![],
+    }));
+    id
+}
+
+fn logits(ok: &ward_protocol::InferOk) -> Vec<f32> {
+    assert_eq!(ok.outputs.len(), 1);
+    assert_eq!(ok.outputs[0].name, "logits");
+    ok.outputs[0].to_f32().unwrap()
+}
+
+#[test]
+fn two_cpu_threads_answer_in_parallel_and_match_one_in_process_session() {
+    // The reference: the same inputs through one 1-thread session in this process.
+    let mut req = Worker::load_request(&cnn());
+    req.intra_op_threads = 1;
+    let (mut session, _) = ward_worker::backend::load(&req, 64 << 20).expect("in-process load");
+    let mut reference = |input: InferInput| -> Vec<f32> {
+        let out = session.infer(input).expect("in-process inference");
+        out.outputs[0].to_f32().unwrap()
+    };
+    let small: Vec<Vec<f32>> = (0..24).map(|s| reference(cnn_images(s, 1))).collect();
+    let lead = reference(cnn_images(200, LEAD));
+    let long = reference(cnn_images(100, LONG));
+    for (i, a) in small.iter().enumerate() {
+        assert!(
+            small[..i].iter().all(|b| b != a),
+            "the inputs must tell the answers apart"
+        );
+    }
+
+    let mut w = cnn_in_lanes();
+    // Behind the lead, a long batch and small requests: one lane takes the
+    // batch, the other serves the small ones, which overtake it. (Built
+    // first, so that they are sent back to back.)
+    let budget = Duration::from_secs(30);
+    let (lead_input, long_input) = (cnn_images(200, LEAD), cnn_images(100, LONG));
+    let small_inputs: Vec<InferInput> = (0..24).map(|s| cnn_images(s, 1)).collect();
+    let lead_id = infer_with(&mut w, 2000, budget, lead_input);
+    let long_id = infer_with(&mut w, 1000, budget, long_input);
+    for (s, input) in small_inputs.into_iter().enumerate() {
+        infer_with(&mut w, s as u64, budget, input);
+    }
+    let mut order = Vec::new();
+    for _ in 0..26 {
+        let ok = expect_ok(w.recv().unwrap());
+        let got = logits(&ok);
+        let want = match ok.id {
+            id if id == lead_id => &lead,
+            id if id == long_id => &long,
+            RequestId(s) => &small[s as usize],
+        };
+        // The same computation, on the wide session or a lane: bit for bit
+        // the same result.
+        assert_eq!(&got, want, "request {:?}", ok.id);
+        order.push(ok.id);
+    }
+    let long_at = order.iter().position(|id| *id == long_id).unwrap();
+    assert!(
+        order[..long_at]
+            .iter()
+            .any(|id| *id != lead_id && *id != long_id),
+        "small requests overtake the long one: {order:?}"
+    );
+    order.sort_unstable();
+    order.dedup();
+    assert_eq!(order.len(), 26, "every request answered once");
+}
+
+#[test]
+fn lanes_answer_pings_at_once_and_cancel_and_expire_queued_requests() {
+    let mut w = cnn_in_lanes();
+    let long = Duration::from_secs(30);
+    // Two long batches run; three small requests wait behind them. (Built
+    // first, so that they are sent back to back.)
+    let [a, b, c, d, e] = [
+        cnn_images(1, LONG),
+        cnn_images(2, LONG),
+        cnn_images(3, 1),
+        cnn_images(4, 1),
+        cnn_images(5, 1),
+    ];
+    let busy = [
+        infer_with(&mut w, 1, long, a),
+        infer_with(&mut w, 2, long, b),
+    ];
+    let cancelled = infer_with(&mut w, 3, long, c);
+    let expiring = infer_with(&mut w, 4, Duration::from_millis(50), d);
+    let served = infer_with(&mut w, 5, long, e);
+    w.send(&ToWorker::Ping { seq: 7 });
+    match w.recv().unwrap() {
+        FromWorker::Pong { seq, stats } => {
+            assert_eq!(seq, 7);
+            assert_eq!(stats.in_flight, 5, "running and queued");
+            assert_eq!(stats.requests_served, 0);
+        }
+        other => panic!("the ping must be answered during the work, got {other:?}"),
+    }
+    w.send(&ToWorker::Cancel { id: cancelled });
+    expect_err(
+        w.recv().unwrap(),
+        InferErrorKind::Cancelled,
+        "before it ran",
+    );
+    // Cancelling a running request changes nothing: it is answered as usual.
+    w.send(&ToWorker::Cancel { id: busy[0] });
+    let mut answered = Vec::new();
+    for _ in 0..4 {
+        match w.recv().unwrap() {
+            FromWorker::InferOk(ok) => {
+                assert_eq!(logits(&ok).len(), if ok.id == served { 10 } else { 640 });
+                answered.push(ok.id);
+            }
+            FromWorker::InferErr(e) => {
+                assert_eq!(e.id, expiring, "{e:?}");
+                assert_eq!(e.kind, InferErrorKind::Timeout, "{}", e.message);
+                answered.push(e.id);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    answered.sort_unstable();
+    assert_eq!(answered, [busy[0], busy[1], expiring, served]);
+    w.send(&ToWorker::Ping { seq: 8 });
+    match w.recv().unwrap() {
+        FromWorker::Pong { stats, .. } => {
+            assert_eq!(stats.in_flight, 0);
+            assert_eq!(stats.requests_served, 3);
+            assert_eq!(stats.requests_failed, 2, "the cancelled and the expired");
+        }
+        other => panic!("expected Pong, got {other:?}"),
+    }
+}
+
+#[test]
+fn lanes_shut_down_after_answering_the_running_requests() {
+    let mut w = cnn_in_lanes();
+    let long = Duration::from_secs(30);
+    // Built first, so that they are sent back to back.
+    let inputs = [
+        cnn_images(1, LEAD),
+        cnn_images(2, LONG),
+        cnn_images(3, LONG),
+        cnn_images(4, 1),
+        cnn_images(5, 1),
+    ];
+    let ids: Vec<RequestId> = inputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, input)| infer_with(&mut w, i as u64 + 1, long, input))
+        .collect();
+    // The first long batch starts beside the lead, the second once the lead
+    // is done (within microseconds; the pause is a wide margin); the small
+    // requests wait.
+    assert_eq!(expect_ok(w.recv().unwrap()).id, ids[0]);
+    std::thread::sleep(Duration::from_millis(50));
+    w.send(&ToWorker::Shutdown);
+    let mut answered: Vec<RequestId> = (0..2).map(|_| expect_ok(w.recv().unwrap()).id).collect();
+    answered.sort_unstable();
+    assert_eq!(answered, ids[1..3]);
+    // The queued requests are dropped, as on the single-threaded path.
+    let end = w.recv();
+    assert!(
+        matches!(end, Err(ward_protocol::ProtocolError::Closed)),
+        "{end:?}"
+    );
+    let status = w.wait_exit(Duration::from_secs(5)).expect("exited");
+    assert!(status.success(), "{status:?}\n{}", w.stderr());
+}
+
+/// Whether a Ping sent while a long batch runs is answered before the batch:
+/// at once with lanes, only after it on the single-threaded path.
+fn pings_answered_during_work(w: &mut Worker) -> bool {
+    let batch = infer_with(w, 77, Duration::from_secs(30), cnn_images(7, LONG));
+    std::thread::sleep(Duration::from_millis(50));
+    w.send(&ToWorker::Ping { seq: 1 });
+    let first = w.recv().unwrap();
+    let second = w.recv().unwrap();
+    match (first, second) {
+        (FromWorker::Pong { .. }, FromWorker::InferOk(ok)) if ok.id == batch => true,
+        (FromWorker::InferOk(ok), FromWorker::Pong { .. }) if ok.id == batch => false,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_model_whose_copies_would_not_fit_its_memory_keeps_one_session() {
+    let mut w = cnn_in_lanes();
+    assert!(pings_answered_during_work(&mut w), "lanes");
+    // Three sessions of cnn's 0.9 MB of weights do not fit in half of 2 MB.
+    let (_root, dir) = scratch_copy(&cnn());
+    let yaml = std::fs::read_to_string(dir.join("model.yaml")).unwrap();
+    assert!(yaml.contains("memory_mb: 512"));
+    std::fs::write(
+        dir.join("model.yaml"),
+        yaml.replace("memory_mb: 512", "memory_mb: 2"),
+    )
+    .unwrap();
+    let mut w = Worker::start();
+    let mut req = Worker::load_request(&dir);
+    req.intra_op_threads = 2;
+    assert!(matches!(w.load(req), FromWorker::Loaded(_)));
+    assert!(!pings_answered_during_work(&mut w), "one session, inline");
+}
+
+#[test]
+fn python_plugins_stay_on_one_thread_whatever_their_cpus() {
+    let mut w = Worker::start();
+    let mut req = Worker::load_request(&misbehave());
+    req.intra_op_threads = 2;
+    assert!(matches!(w.load(req), FromWorker::Loaded(_)));
+    // One at a time on the event loop: a ping that arrives during a hung
+    // inference is not answered (lanes would answer it at once).
+    w.send_infer(action(4, 0.0));
+    assert!(!crate::support::wait_readable(
+        &w.conn,
+        Duration::from_millis(300)
+    ));
+    w.send(&ToWorker::Ping { seq: 1 });
+    assert!(
+        !crate::support::wait_readable(&w.conn, Duration::from_millis(500)),
+        "a hung plugin's worker answered"
+    );
+}

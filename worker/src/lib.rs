@@ -13,5 +13,6 @@ pub mod classify;
 pub mod cli;
 pub mod frame;
 pub mod jail;
+mod lanes;
 pub mod server;
 pub mod stats;

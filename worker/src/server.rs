@@ -1,17 +1,24 @@
-//! The worker's event loop: one thread, one connection.
+//! The worker's event loop: one connection, read by one thread.
 //!
-//! Requests are queued in arrival order and run one at a time. Before each
-//! run, the loop drains every message already waiting on the socket, so a
-//! `Cancel` for a queued request, a `Ping` or a `Shutdown` is seen before the
-//! next inference starts — without a second thread, whose hand-off would cost
-//! more than a small model's whole inference. A `Ping` sent during a long
-//! inference is answered when it ends; a hung inference is the supervisor's to
-//! detect (by its deadline) and to kill.
+//! Most models are served on that thread alone: requests are queued in
+//! arrival order and run one at a time. Before each run, the loop drains every
+//! message already waiting on the socket, so a `Cancel` for a queued request, a
+//! `Ping` or a `Shutdown` is seen before the next inference starts — without a
+//! second thread, whose hand-off would cost more than a small model's whole
+//! inference. A `Ping` sent during a long inference is answered when it ends; a
+//! hung inference is the supervisor's to detect (by its deadline) and to kill.
+//!
+//! An ONNX model that asks for N >= 2 CPU threads is served by N lanes instead
+//! (see `lanes.rs` and [`backend::lanes`]): this thread then only reads
+//! the socket — queueing requests, removing cancelled ones, answering pings at
+//! once — while the lanes run requests in parallel and answer each as it
+//! finishes, out of order (replies carry the request's id).
 
 use std::collections::VecDeque;
 use std::io::{BufReader, Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -21,7 +28,8 @@ use ward_protocol::{
     read_message, write_message,
 };
 
-use crate::backend::{self, Backend, Failure};
+use crate::backend::{self, Backend, Failure, Infer, Serving};
+use crate::lanes::Lanes;
 use crate::stats;
 
 /// Why the worker stopped.
@@ -36,26 +44,173 @@ pub enum Exit {
     Backend(String),
 }
 
-struct Queued {
-    req: InferRequest,
-    deadline: Instant,
+/// A request waiting to run.
+pub(crate) struct Queued {
+    pub req: InferRequest,
+    pub deadline: Instant,
+}
+
+impl Queued {
+    pub fn new(req: InferRequest) -> Queued {
+        let deadline = Instant::now() + Duration::from_micros(req.budget_us);
+        Queued { req, deadline }
+    }
+}
+
+/// A request's answer: `InferOk` or `InferErr`.
+pub(crate) type Answer = Result<InferOk, InferError>;
+
+fn refusal(id: RequestId, kind: InferErrorKind, message: impl Into<String>) -> Answer {
+    Err(InferError {
+        id,
+        kind,
+        message: message.into(),
+        exception: None,
+    })
+}
+
+/// The socket's writing half and the answer counts, shared by the event loop
+/// and the lanes: a frame is written whole under the lock.
+pub(crate) struct Out<W> {
+    writer: W,
+    limit: FrameLimit,
+    buf: Vec<u8>,
+    served: u64,
+    failed: u64,
+}
+
+impl<W: Write> Out<W> {
+    pub fn new(writer: W, limit: FrameLimit) -> Out<W> {
+        Out {
+            writer,
+            limit,
+            buf: Vec::new(),
+            served: 0,
+            failed: 0,
+        }
+    }
+
+    pub fn send(&mut self, msg: &FromWorker) -> Result<(), ProtocolError> {
+        write_message(&mut self.writer, msg, self.limit, &mut self.buf)
+    }
+
+    /// Sends a request's answer and counts it; an output too large for one
+    /// frame becomes an `InvalidOutput` error.
+    pub fn answer(&mut self, answer: Answer) -> Result<(), ProtocolError> {
+        match answer {
+            Ok(ok) => {
+                let id = ok.id;
+                match self.send(&FromWorker::InferOk(ok)) {
+                    Ok(()) => {
+                        self.served += 1;
+                        Ok(())
+                    }
+                    Err(ProtocolError::FrameTooLarge { len, max }) => self.answer(refusal(
+                        id,
+                        InferErrorKind::InvalidOutput,
+                        format!(
+                            "the model's output ({len} bytes) exceeds the {max}-byte frame limit"
+                        ),
+                    )),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => {
+                self.failed += 1;
+                self.send(&FromWorker::InferErr(e))
+            }
+        }
+    }
+}
+
+/// Locks `m`, whether or not a thread panicked while holding it (a panicking
+/// lane ends the worker anyway; see `lanes.rs`).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs one queued request on `backend` (none: nothing is loaded yet): its
+/// answer, or the message of the backend's fatal failure.
+pub(crate) fn execute<B: Infer + ?Sized>(
+    backend: Option<&mut B>,
+    q: Queued,
+) -> Result<Answer, String> {
+    let id = q.req.id;
+    if Instant::now() >= q.deadline {
+        return Ok(refusal(
+            id,
+            InferErrorKind::Timeout,
+            "the deadline passed before the request ran",
+        ));
+    }
+    let Some(backend) = backend else {
+        return Ok(refusal(id, InferErrorKind::Internal, "no model is loaded"));
+    };
+    match backend.infer(q.req.input) {
+        Ok(mut outcome) => {
+            let wanted = &q.req.outputs;
+            if !wanted.is_empty() {
+                if let Some(missing) = wanted
+                    .iter()
+                    .find(|n| !outcome.outputs.iter().any(|t| &t.name == *n))
+                {
+                    let names: Vec<&str> =
+                        outcome.outputs.iter().map(|t| t.name.as_str()).collect();
+                    return Ok(refusal(
+                        id,
+                        InferErrorKind::InvalidInput,
+                        format!(
+                            "unknown output {missing:?} (the model produces: {})",
+                            names.join(", ")
+                        ),
+                    ));
+                }
+                outcome.outputs.retain(|t| wanted.contains(&t.name));
+            }
+            Ok(Ok(InferOk {
+                id,
+                outputs: outcome.outputs,
+                structured: outcome.structured,
+                timings: outcome.timings,
+            }))
+        }
+        Err(Failure::Request {
+            kind,
+            message,
+            exception,
+        }) => Ok(Err(InferError {
+            id,
+            kind,
+            message,
+            exception,
+        })),
+        Err(Failure::Fatal(message)) => Err(message),
+    }
+}
+
+/// How requests run once a model is loaded.
+enum Engine {
+    /// Nothing is loaded yet.
+    Empty,
+    /// On the event loop's own thread, one at a time.
+    Inline(Backend),
+    /// On lane threads, in parallel.
+    Lanes(Lanes),
 }
 
 pub struct Server<S> {
     reader: BufReader<S>,
     /// How long to poll for the next message before blocking (see [`spin_until_readable`]).
     spin: Duration,
-    writer: S,
+    out: Arc<Mutex<Out<S>>>,
     limit: FrameLimit,
     read_buf: Vec<u8>,
-    write_buf: Vec<u8>,
-    backend: Option<Backend>,
+    engine: Engine,
+    /// Requests waiting to run inline (the lanes keep their own queue).
     queue: VecDeque<Queued>,
-    served: u64,
-    failed: u64,
 }
 
-impl<S: Read + Write + AsFd> Server<S> {
+impl<S: Read + Write + AsFd + Send + 'static> Server<S> {
     /// Shakes hands over `stream`; `writer` is a second handle to the same socket.
     pub fn connect(
         stream: S,
@@ -67,14 +222,11 @@ impl<S: Read + Write + AsFd> Server<S> {
         let mut server = Server {
             reader: BufReader::with_capacity(64 << 10, stream),
             spin,
-            writer,
+            out: Arc::new(Mutex::new(Out::new(writer, limit))),
             limit,
             read_buf: Vec::new(),
-            write_buf: Vec::new(),
-            backend: None,
+            engine: Engine::Empty,
             queue: VecDeque::new(),
-            served: 0,
-            failed: 0,
         };
         server.send(&FromWorker::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -89,7 +241,11 @@ impl<S: Read + Write + AsFd> Server<S> {
     }
 
     fn send(&mut self, msg: &FromWorker) -> Result<(), ProtocolError> {
-        write_message(&mut self.writer, msg, self.limit, &mut self.write_buf)
+        lock(&self.out).send(msg)
+    }
+
+    fn answer(&mut self, answer: Answer) -> Result<(), ProtocolError> {
+        lock(&self.out).answer(answer)
     }
 
     fn receive(&mut self) -> Result<ToWorker, ProtocolError> {
@@ -106,7 +262,10 @@ impl<S: Read + Write + AsFd> Server<S> {
     /// then the worker exits at once, so that its death shows in the model's
     /// readiness now rather than at the next request.
     fn wait_idle(&mut self) -> Result<(), Exit> {
-        let Some(plugin) = self.backend.as_ref().and_then(Backend::watch_fd) else {
+        let Engine::Inline(backend) = &self.engine else {
+            return Ok(());
+        };
+        let Some(plugin) = backend.watch_fd() else {
             return Ok(());
         };
         let stirred = {
@@ -122,8 +281,8 @@ impl<S: Read + Write + AsFd> Server<S> {
                 }
             }
         };
-        match (stirred, self.backend.as_mut()) {
-            (true, Some(backend)) => Err(Exit::Backend(backend.idle_failure())),
+        match (stirred, &mut self.engine) {
+            (true, Engine::Inline(backend)) => Err(Exit::Backend(backend.idle_failure())),
             _ => Ok(()),
         }
     }
@@ -149,6 +308,9 @@ impl<S: Read + Write + AsFd> Server<S> {
                 if !self.handle(msg)? {
                     return Ok(());
                 }
+                if let Engine::Lanes(_) = self.engine {
+                    return self.run_lanes();
+                }
             }
             if let Some(next) = self.queue.pop_front() {
                 self.run_one(next)?;
@@ -156,47 +318,93 @@ impl<S: Read + Write + AsFd> Server<S> {
         }
     }
 
+    /// The event loop once lanes run the requests: read, queue, answer pings,
+    /// until the supervisor hangs up, says Shutdown, or a lane fails. Then the
+    /// queued requests are dropped and the running ones finish (and are
+    /// answered) before it returns. No spinning here: the lanes need the cores.
+    fn run_lanes(mut self) -> Result<(), Exit> {
+        // Requests that arrived with the Load, before the lanes existed.
+        if let Engine::Lanes(lanes) = &self.engine {
+            for q in self.queue.drain(..) {
+                lanes.submit(q);
+            }
+        }
+        let ended = loop {
+            if let Engine::Lanes(lanes) = &self.engine {
+                if self.reader.buffer().is_empty() {
+                    wait_readable_or(self.reader.get_ref().as_fd(), lanes.failed_fd());
+                }
+                if lanes.has_failed() {
+                    break Ok(());
+                }
+            }
+            let msg = match self.receive() {
+                Ok(msg) => msg,
+                Err(ProtocolError::Closed) => break Ok(()),
+                Err(e) => break Err(e.into()),
+            };
+            match self.handle(msg) {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        let failure = match std::mem::replace(&mut self.engine, Engine::Empty) {
+            Engine::Lanes(lanes) => lanes.stop(),
+            _ => None,
+        };
+        // A lane's failure is the cause of whatever the loop saw.
+        failure.map_or(ended, Err)
+    }
+
     /// Handles one message; `false` means stop.
     fn handle(&mut self, msg: ToWorker) -> Result<bool, Exit> {
         match msg {
             ToWorker::Infer(req) => {
-                let deadline = Instant::now() + Duration::from_micros(req.budget_us);
-                self.queue.push_back(Queued { req, deadline });
+                let q = Queued::new(req);
+                match &self.engine {
+                    Engine::Lanes(lanes) => lanes.submit(q),
+                    _ => self.queue.push_back(q),
+                }
             }
             ToWorker::Cancel { id } => {
-                if let Some(at) = self.queue.iter().position(|q| q.req.id == id) {
-                    self.queue.remove(at);
-                    self.fail(
+                let removed = match &self.engine {
+                    Engine::Lanes(lanes) => lanes.cancel(id),
+                    _ => match self.queue.iter().position(|q| q.req.id == id) {
+                        Some(at) => self.queue.remove(at).is_some(),
+                        None => false,
+                    },
+                };
+                if removed {
+                    self.answer(refusal(
                         id,
                         InferErrorKind::Cancelled,
-                        "cancelled before it ran".into(),
-                        None,
-                    )?;
+                        "cancelled before it ran",
+                    ))?;
                 }
             }
             ToWorker::Ping { seq } => {
-                let stats = WorkerStats {
-                    rss_bytes: stats::rss_bytes(),
-                    requests_served: self.served,
-                    requests_failed: self.failed,
-                    in_flight: self.queue.len() as u32,
+                let in_flight = match &self.engine {
+                    Engine::Lanes(lanes) => lanes.in_flight(),
+                    _ => self.queue.len(),
                 };
-                self.send(&FromWorker::Pong { seq, stats })?;
+                let rss_bytes = stats::rss_bytes();
+                let mut out = lock(&self.out);
+                let stats = WorkerStats {
+                    rss_bytes,
+                    requests_served: out.served,
+                    requests_failed: out.failed,
+                    in_flight: in_flight as u32,
+                };
+                out.send(&FromWorker::Pong { seq, stats })?;
             }
             ToWorker::Load(req) => {
-                let reply = if self.backend.is_some() {
-                    FromWorker::LoadFailed(LoadFailed {
+                let reply = match self.engine {
+                    Engine::Empty => self.load(&req),
+                    _ => FromWorker::LoadFailed(LoadFailed {
                         kind: LoadErrorKind::Protocol,
                         message: "already loaded".into(),
-                    })
-                } else {
-                    match backend::load(&req, self.limit.get() as usize) {
-                        Ok((b, loaded)) => {
-                            self.backend = Some(b);
-                            FromWorker::Loaded(loaded)
-                        }
-                        Err(failed) => FromWorker::LoadFailed(failed),
-                    }
+                    }),
                 };
                 self.send(&reply)?;
             }
@@ -206,86 +414,35 @@ impl<S: Read + Write + AsFd> Server<S> {
         Ok(true)
     }
 
-    fn fail(
-        &mut self,
-        id: RequestId,
-        kind: InferErrorKind,
-        message: String,
-        exception: Option<String>,
-    ) -> Result<(), Exit> {
-        self.failed += 1;
-        self.send(&FromWorker::InferErr(InferError {
-            id,
-            kind,
-            message,
-            exception,
-        }))?;
-        Ok(())
+    fn load(&mut self, req: &ward_protocol::LoadRequest) -> FromWorker {
+        let (serving, loaded) = match backend::load_for_serving(req, self.limit.get() as usize) {
+            Ok(ok) => ok,
+            Err(failed) => return FromWorker::LoadFailed(failed),
+        };
+        self.engine = match serving {
+            Serving::Inline(backend) => Engine::Inline(backend),
+            Serving::Lanes { narrow, wide } => {
+                match Lanes::start(narrow, Some(wide), self.out.clone()) {
+                    Ok(lanes) => Engine::Lanes(lanes),
+                    Err(e) => {
+                        return FromWorker::LoadFailed(LoadFailed {
+                            kind: LoadErrorKind::Runtime,
+                            message: format!("cannot start the worker's lanes: {e}"),
+                        });
+                    }
+                }
+            }
+        };
+        FromWorker::Loaded(loaded)
     }
 
     fn run_one(&mut self, q: Queued) -> Result<(), Exit> {
-        let id = q.req.id;
-        if Instant::now() >= q.deadline {
-            return self.fail(
-                id,
-                InferErrorKind::Timeout,
-                "the deadline passed before the request ran".into(),
-                None,
-            );
-        }
-        let Some(backend) = self.backend.as_mut() else {
-            return self.fail(
-                id,
-                InferErrorKind::Internal,
-                "no model is loaded".into(),
-                None,
-            );
+        let backend = match &mut self.engine {
+            Engine::Inline(backend) => Some(backend),
+            _ => None,
         };
-        match backend.infer(q.req.input) {
-            Ok(mut outcome) => {
-                if !q.req.outputs.is_empty() {
-                    if let Some(missing) = q
-                        .req
-                        .outputs
-                        .iter()
-                        .find(|n| !outcome.outputs.iter().any(|t| &t.name == *n))
-                    {
-                        let names: Vec<&str> =
-                            outcome.outputs.iter().map(|t| t.name.as_str()).collect();
-                        let msg = format!(
-                            "unknown output {missing:?} (the model produces: {})",
-                            names.join(", ")
-                        );
-                        return self.fail(id, InferErrorKind::InvalidInput, msg, None);
-                    }
-                    outcome.outputs.retain(|t| q.req.outputs.contains(&t.name));
-                }
-                self.served += 1;
-                let reply = FromWorker::InferOk(InferOk {
-                    id,
-                    outputs: outcome.outputs,
-                    structured: outcome.structured,
-                    timings: outcome.timings,
-                });
-                match self.send(&reply) {
-                    Err(ProtocolError::FrameTooLarge { len, max }) => self.fail(
-                        id,
-                        InferErrorKind::InvalidOutput,
-                        format!(
-                            "the model's output ({len} bytes) exceeds the {max}-byte frame limit"
-                        ),
-                        None,
-                    ),
-                    other => Ok(other?),
-                }
-            }
-            Err(Failure::Request {
-                kind,
-                message,
-                exception,
-            }) => self.fail(id, kind, message, exception),
-            Err(Failure::Fatal(message)) => Err(Exit::Backend(message)),
-        }
+        let answer = execute(backend, q).map_err(Exit::Backend)?;
+        Ok(self.answer(answer)?)
     }
 }
 
@@ -304,6 +461,15 @@ pub fn serve_socket(
 fn poll_readable(fd: impl AsFd) -> bool {
     let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
     matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
+/// Sleeps until `socket` or `other` is readable (or hung up).
+fn wait_readable_or(socket: BorrowedFd<'_>, other: BorrowedFd<'_>) {
+    let mut fds = [
+        PollFd::new(socket, PollFlags::POLLIN),
+        PollFd::new(other, PollFlags::POLLIN),
+    ];
+    while let Err(nix::errno::Errno::EINTR) = poll(&mut fds, PollTimeout::NONE) {}
 }
 
 /// Polls `fd` without sleeping for up to `budget`, returning early once it is

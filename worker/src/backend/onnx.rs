@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use ort::environment::Environment;
 use ort::memory::Allocator;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{
     DynTensor, DynTensorValueType, Tensor as OrtTensor, TensorElementType, TensorRef, ValueType,
@@ -201,6 +201,41 @@ impl OnnxBackend {
         dir: &Path,
         contract: &ModelContract,
     ) -> Result<OnnxBackend, LoadFailed> {
+        Self::load_with(req, dir, contract, None)
+    }
+
+    /// The sessions for lanes (see [`super::lanes`]): `n` with one intra-op
+    /// thread each, and a wide one with `req.intra_op_threads`, for a request
+    /// that has the worker to itself. They share ONNX Runtime's pre-packed
+    /// weights (the form its CPU kernels compute with), so those are in
+    /// memory, and in the caches, once; each session still reads the model
+    /// file and keeps its own graph, initializers and buffers.
+    pub fn load_lanes(
+        req: &LoadRequest,
+        dir: &Path,
+        contract: &ModelContract,
+        n: usize,
+    ) -> Result<(Vec<OnnxBackend>, OnnxBackend), LoadFailed> {
+        environment(req.onnxruntime_library.as_deref())?;
+        let shared = PrepackedWeights::new();
+        let wide = Self::load_with(req, dir, contract, Some(&shared))?;
+        let one = LoadRequest {
+            intra_op_threads: 1,
+            ..req.clone()
+        };
+        let narrow = (0..n)
+            .map(|_| Self::load_with(&one, dir, contract, Some(&shared)))
+            .collect::<Result<_, _>>()?;
+        Ok((narrow, wide))
+    }
+
+    /// One session; `shared`: a session for lanes, sharing these pre-packed weights.
+    fn load_with(
+        req: &LoadRequest,
+        dir: &Path,
+        contract: &ModelContract,
+        shared: Option<&PrepackedWeights>,
+    ) -> Result<OnnxBackend, LoadFailed> {
         let env = environment(req.onnxruntime_library.as_deref())?;
         let weights = dir.join(&contract.weights);
         let threads = req.intra_op_threads.max(1) as usize;
@@ -213,6 +248,19 @@ impl OnnxBackend {
             .and_then(|b| {
                 b.with_optimization_level(GraphOptimizationLevel::All)
                     .map_err(ort::Error::<()>::from)
+            })
+            .and_then(|b| match shared {
+                Some(w) => b.with_prepacked_weights(w).map_err(ort::Error::<()>::from),
+                None => Ok(b),
+            })
+            // A lane's session: the wide one's intra-op threads must stop
+            // spinning as soon as its run returns, or they keep a core from
+            // the lanes that run next.
+            .and_then(|b| match shared {
+                Some(_) => b
+                    .with_config_entry("session.force_spinning_stop", "1")
+                    .map_err(ort::Error::<()>::from),
+                None => Ok(b),
             })
             .map_err(|e| {
                 failed(
