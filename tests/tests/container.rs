@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::server::{Ward, bundled, digits_body, install};
-use crate::support::repo;
 
 /// The image the tests build from the test worker binary (never the
 /// operator's `ward-worker:local`).
@@ -289,26 +288,13 @@ fn killing_the_container_is_a_crash_and_the_worker_comes_back_like_a_native_one(
     assert_eq!(code, 200, "{body}");
 }
 
-fn hostile_src() -> std::path::PathBuf {
-    repo().join("tests/fixtures/plugins/hostile/1.0.0")
-}
-
 fn probe(ward: &Ward, cmd: Value) -> (u16, Value) {
-    let body = json!({ "inputs": [{ "name": "probe", "shape": [1], "datatype": "BYTES", "data": [cmd.to_string()] }] });
-    let (code, body) = ward.post("/v2/models/hostile/versions/1.0.0/infer", &body);
-    if code != 200 {
-        return (code, body);
-    }
-    let structured = body["parameters"]["structured"].as_str().unwrap_or("null");
-    (code, serde_json::from_str(structured).unwrap())
+    crate::sandbox::probe(ward, "hostile", cmd)
 }
 
 #[track_caller]
 fn denied(ward: &Ward, cmd: Value) -> String {
-    let (code, out) = probe(ward, cmd.clone());
-    assert_eq!(code, 200, "{cmd}: {out}");
-    assert_eq!(out["outcome"], "denied", "{cmd} was allowed: {out}");
-    out["detail"].as_str().unwrap_or("").to_owned()
+    crate::sandbox::denied(ward, "hostile", cmd)
 }
 
 #[test]
@@ -326,8 +312,7 @@ fn a_hostile_plugin_in_a_container_is_contained() {
     );
     let ward = start(
         |root| {
-            let dir = install(root, &hostile_src(), "hostile");
-            std::fs::copy(env!("CARGO_BIN_EXE_it-hostile"), dir.join("hostile-native")).unwrap();
+            crate::sandbox::install_hostile(root, "hostile");
             install(root, &bundled("digits/1.0.0"), "digits");
         },
         &["hostile"],
@@ -381,22 +366,9 @@ fn a_hostile_plugin_in_a_container_is_contained() {
     assert!(seen["uid"].as_u64().unwrap() >= 200_000, "{seen}");
     assert_eq!(seen["hostname"], "plugin");
     // Only the allow-listed environment (Docker adds HOSTNAME), and no token.
-    let allowed = [
-        "PATH",
-        "LANG",
-        "LC_ALL",
-        "LC_CTYPE",
-        "TZ",
-        "HOME",
-        "TMPDIR",
-        "PYTHONDONTWRITEBYTECODE",
-        "PYTHONNOUSERSITE",
-        "OMP_NUM_THREADS",
-        "HOSTNAME",
-    ];
     for key in seen["env"].as_array().unwrap() {
         assert!(
-            allowed.contains(&key.as_str().unwrap()),
+            crate::sandbox::PLUGIN_ENV.contains(&key.as_str().unwrap()) || key == "HOSTNAME",
             "{key} leaked into the plugin's environment: {seen}"
         );
     }

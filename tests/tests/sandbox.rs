@@ -16,12 +16,26 @@ use serde_json::{Value, json};
 use crate::server::{Ward, bundled, digits_body, edit, install};
 use crate::support::repo;
 
-fn hostile_src() -> std::path::PathBuf {
+/// What a confined plugin may find in its environment.
+pub const PLUGIN_ENV: &[&str] = &[
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "HOME",
+    "TMPDIR",
+    "PYTHONDONTWRITEBYTECODE",
+    "PYTHONNOUSERSITE",
+    "OMP_NUM_THREADS",
+];
+
+pub fn hostile_src() -> std::path::PathBuf {
     repo().join("tests/fixtures/plugins/hostile/1.0.0")
 }
 
 /// Installs the hostile plugin with its native helper beside it.
-fn install_hostile(root: &std::path::Path, id: &str) -> std::path::PathBuf {
+pub fn install_hostile(root: &std::path::Path, id: &str) -> std::path::PathBuf {
     let dir = install(root, &hostile_src(), id);
     std::fs::copy(env!("CARGO_BIN_EXE_it-hostile"), dir.join("hostile-native")).unwrap();
     dir
@@ -32,7 +46,7 @@ fn probe_body(cmd: &Value) -> Value {
 }
 
 /// Sends one probe; returns the plugin's {outcome, detail}, or the error body.
-fn probe(ward: &Ward, id: &str, cmd: Value) -> (u16, Value) {
+pub fn probe(ward: &Ward, id: &str, cmd: Value) -> (u16, Value) {
     let (code, body) = ward.post(
         &format!("/v2/models/{id}/versions/1.0.0/infer"),
         &probe_body(&cmd),
@@ -45,7 +59,7 @@ fn probe(ward: &Ward, id: &str, cmd: Value) -> (u16, Value) {
 }
 
 #[track_caller]
-fn denied(ward: &Ward, id: &str, cmd: Value) -> String {
+pub fn denied(ward: &Ward, id: &str, cmd: Value) -> String {
     let (code, out) = probe(ward, id, cmd.clone());
     assert_eq!(code, 200, "{cmd}: {out}");
     assert_eq!(out["outcome"], "denied", "{cmd} was allowed: {out}");
@@ -223,21 +237,9 @@ fn escapes_are_denied_and_cost_the_neighbour_nothing() {
     let (code, out) = probe(&ward, h, json!({"try": "environment"}));
     assert_eq!(code, 200, "{out}");
     let seen: Value = serde_json::from_str(out["detail"].as_str().unwrap()).unwrap();
-    let allowed = [
-        "PATH",
-        "LANG",
-        "LC_ALL",
-        "LC_CTYPE",
-        "TZ",
-        "HOME",
-        "TMPDIR",
-        "PYTHONDONTWRITEBYTECODE",
-        "PYTHONNOUSERSITE",
-        "OMP_NUM_THREADS",
-    ];
     for key in seen["env"].as_array().unwrap() {
         assert!(
-            allowed.contains(&key.as_str().unwrap()),
+            PLUGIN_ENV.contains(&key.as_str().unwrap()),
             "{key} leaked into the plugin's environment"
         );
     }
