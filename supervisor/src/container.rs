@@ -184,8 +184,7 @@ impl Engine {
     /// missing, or when ward built it from a different worker binary. An
     /// image ward did not build is used as it is. Returns whether it built.
     pub async fn ensure_image(&self, worker: &Path) -> Result<bool, EngineError> {
-        let binary = read_worker(worker).await?;
-        let digest = format!("{:016x}", fnv64(binary.iter().copied()));
+        let (binary, digest) = read_worker(worker).await?;
         match self.docker.inspect_image(&self.image).await {
             Ok(info) => {
                 let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
@@ -208,8 +207,7 @@ impl Engine {
 
     /// Builds the image from the worker binary, whatever is there.
     pub async fn build_image_from(&self, worker: &Path) -> Result<(), EngineError> {
-        let binary = read_worker(worker).await?;
-        let digest = format!("{:016x}", fnv64(binary.iter().copied()));
+        let (binary, digest) = read_worker(worker).await?;
         self.build_image(binary, &digest).await
     }
 
@@ -433,13 +431,16 @@ fn force() -> RemoveContainerOptions {
     }
 }
 
-async fn read_worker(worker: &Path) -> Result<Vec<u8>, EngineError> {
-    tokio::fs::read(worker)
+/// The worker binary and its digest (which labels the image built from it).
+async fn read_worker(worker: &Path) -> Result<(Vec<u8>, String), EngineError> {
+    let binary = tokio::fs::read(worker)
         .await
         .map_err(|source| EngineError::Worker {
             path: worker.to_owned(),
             source,
-        })
+        })?;
+    let digest = format!("{:016x}", fnv64(binary.iter().copied()));
+    Ok((binary, digest))
 }
 
 /// A directory only the container's user can enter, holding the socket.

@@ -223,6 +223,30 @@ impl Ward {
         })
     }
 
+    /// Asserts that `model@version`'s ready endpoint turns 4xx within
+    /// `within` of `since` (health must not lie about a dead worker).
+    #[track_caller]
+    pub fn assert_unready_within(
+        &self,
+        model: &str,
+        version: &str,
+        since: Instant,
+        within: Duration,
+    ) {
+        let path = format!("/v2/models/{model}/versions/{version}/ready");
+        loop {
+            let (code, _) = self.get(&path);
+            if code == 400 {
+                return;
+            }
+            assert!(
+                since.elapsed() < within,
+                "{model}@{version} still ready {:?} after its worker died",
+                since.elapsed()
+            );
+        }
+    }
+
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
     }

@@ -325,17 +325,7 @@ fn kill_9_of_one_worker_under_load_costs_the_other_models_nothing() {
     )
     .unwrap();
     // Health does not lie: not ready within one second.
-    loop {
-        let (code, _) = ward.get("/v2/models/misbehave/versions/1.0.0/ready");
-        if code == 400 {
-            break;
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(1),
-            "still ready {:?} after kill -9",
-            killed.elapsed()
-        );
-    }
+    ward.assert_unready_within("misbehave", "1.0.0", killed, Duration::from_secs(1));
     let back = ward.wait_for("misbehave", "1.0.0", Duration::from_secs(15), |s| {
         s["state"] == "READY" && s["generation"] == 2
     });
