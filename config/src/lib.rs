@@ -18,6 +18,7 @@ pub mod model;
 mod problem;
 mod reader;
 pub mod schema;
+mod tensor;
 pub mod ward;
 mod yaml;
 
@@ -30,5 +31,6 @@ pub use model::{
 };
 pub use problem::{Invalid, Problem, ProblemKind};
 pub use schema::validate_output;
+pub use tensor::{TensorMismatch, fmt_shape, shape_fits};
 pub use ward::{ConfigError, WardConfig};
 pub use yaml::{YamlError, YamlLimits};

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use ward_config::model::CONTRACT_FILE;
 use ward_config::{HostInfo, validate_version_dir};
 
-use crate::discovery;
+use crate::registry::discovery;
 
 const USAGE: &str = "\
 ward — a model-serving supervisor for untrusted model plugins
@@ -105,7 +105,7 @@ fn usage_error(message: &str) -> ExitCode {
 
 /// `ward validate PATH`: one version directory, or every version under a root.
 fn validate(path: &Path) -> ExitCode {
-    let host = crate::host::probe();
+    let host = crate::host::validation::probe();
     let targets: Vec<(String, PathBuf)> = if path.join(CONTRACT_FILE).is_file() {
         vec![(path.display().to_string(), path.to_owned())]
     } else if path.is_dir() {
@@ -191,8 +191,8 @@ fn default_url() -> String {
 const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn fetch_json(url: &str, path: &str) -> Result<serde_json::Value, String> {
-    let resp = crate::client::request("GET", url, path, None, CLIENT_TIMEOUT)
-        .map_err(|e| crate::version::error_chain(&e))?;
+    let resp = crate::http_client::request("GET", url, path, None, CLIENT_TIMEOUT)
+        .map_err(|e| crate::errors::error_chain(&e))?;
     serde_json::from_slice(&resp.body)
         .map_err(|e| format!("{url}{path} answered {} with non-JSON: {e}", resp.status))
 }
@@ -310,7 +310,7 @@ fn infer(args: &[&str]) -> ExitCode {
             return ExitCode::from(USAGE_ERROR);
         }
     };
-    match crate::client::request(
+    match crate::http_client::request(
         "POST",
         &url,
         &path,
@@ -330,7 +330,7 @@ fn infer(args: &[&str]) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("ward: {}", crate::version::error_chain(&e));
+            eprintln!("ward: {}", crate::errors::error_chain(&e));
             ExitCode::FAILURE
         }
     }

@@ -61,3 +61,15 @@ impl InferFailure {
         }
     }
 }
+
+/// An error and its causes on one line, outermost first: "a: b: c".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}

@@ -9,7 +9,7 @@ use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use ward_config::WardConfig;
 
-use crate::manager::Supervisor;
+use crate::registry::supervisor::Supervisor;
 
 /// Where the worker binary is: configured, or beside this executable.
 fn worker_binary(cfg: &WardConfig) -> anyhow::Result<PathBuf> {
@@ -64,9 +64,9 @@ pub fn build_image(config_path: Option<&Path>) -> ExitCode {
             .context("tokio runtime")?;
         runtime
             .block_on(async {
-                let engine = crate::container::Engine::connect(&cfg).await?;
+                let engine = crate::launch::container::Engine::connect(&cfg).await?;
                 engine.build_image_from(&binary).await?;
-                Ok::<_, crate::container::EngineError>(engine.image)
+                Ok::<_, crate::launch::container::EngineError>(engine.image)
             })
             .map_err(anyhow::Error::from)
     })();
@@ -85,7 +85,7 @@ pub fn build_image(config_path: Option<&Path>) -> ExitCode {
 fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let cfg = config(config_path)?;
     let binary = worker_binary(&cfg)?;
-    crate::spawn::prepare_run_dir(&cfg.run_dir)?;
+    crate::launch::native::prepare_run_dir(&cfg.run_dir)?;
     // Orphaned grandchildren (a plugin's forks) come back to us to be reaped,
     // not to a slow init.
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
@@ -99,7 +99,7 @@ fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: WardConfig, binary: PathBuf) -> anyhow::Result<()> {
-    let host = crate::host::probe();
+    let host = crate::host::validation::probe();
     let bind = cfg.server.bind;
     let (isolation, runtime) = {
         let (cfg, binary) = (cfg.clone(), binary.clone());
@@ -113,7 +113,7 @@ async fn serve(cfg: WardConfig, binary: PathBuf) -> anyhow::Result<()> {
         missing = ?isolation.missing,
         "sandbox layers available on this host"
     );
-    crate::cgroup::cleanup_stale("ward-");
+    crate::sandbox::cgroup::cleanup_stale("ward-");
     let docker = docker_engine(&cfg, &binary).await;
     let sup = Supervisor::new(cfg, host, binary, isolation, runtime, docker);
     tracing::info!(budget_mb = sup.memory_budget_mb, "ward starting");
@@ -132,21 +132,21 @@ async fn serve(cfg: WardConfig, binary: PathBuf) -> anyhow::Result<()> {
     // Tests and scripts read this line to learn the port (bind may say :0).
     println!("ward: listening on http://{addr}");
     // Probing may start the CUDA driver, which blocks: off the async threads.
-    let hardware = tokio::task::spawn_blocking(crate::hardware::probe)
+    let hardware = tokio::task::spawn_blocking(crate::host::hardware::probe)
         .await
         .context("hardware probe")?;
-    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let metrics = Arc::new(crate::telemetry::metrics::Metrics::new());
     // Capability registration runs on its own: a slow backend never blocks serving.
     let stop_reporter = tokio_util::sync::CancellationToken::new();
     let reporter = {
         let hook = metrics.clone();
-        tokio::spawn(crate::reporter::run(
+        tokio::spawn(crate::telemetry::reporter::run(
             sup.clone(),
             hardware.clone(),
             move |ok| {
                 hook.observe_registration(ok);
                 if ok {
-                    hook.set_registration_last_success(crate::version::now_ms() as f64 / 1e3);
+                    hook.set_registration_last_success(crate::time::now_ms() as f64 / 1e3);
                 }
             },
             stop_reporter.clone(),
@@ -155,7 +155,7 @@ async fn serve(cfg: WardConfig, binary: PathBuf) -> anyhow::Result<()> {
     let stop_http = tokio_util::sync::CancellationToken::new();
     let http = {
         let stop = stop_http.clone();
-        let app = crate::api::router(Arc::new(crate::api::App {
+        let app = crate::api::handlers::router(Arc::new(crate::api::handlers::App {
             sup: sup.clone(),
             metrics,
             hardware,
@@ -192,7 +192,10 @@ async fn serve(cfg: WardConfig, binary: PathBuf) -> anyhow::Result<()> {
 /// supervisor's leftover containers removed, the worker image built. `None`
 /// (logged, and shown in each model's mode reason) when container mode is
 /// disabled or the engine cannot be used.
-async fn docker_engine(cfg: &WardConfig, binary: &Path) -> Option<crate::container::Engine> {
+async fn docker_engine(
+    cfg: &WardConfig,
+    binary: &Path,
+) -> Option<crate::launch::container::Engine> {
     if !cfg.runtime.docker_enabled
         || !cfg
             .runtime
@@ -202,13 +205,13 @@ async fn docker_engine(cfg: &WardConfig, binary: &Path) -> Option<crate::contain
         return None;
     }
     let ready = async {
-        let engine = crate::container::Engine::connect(cfg).await?;
+        let engine = crate::launch::container::Engine::connect(cfg).await?;
         let removed = engine.remove_leftovers().await?;
         if removed > 0 {
             tracing::info!(removed, "removed containers left by an earlier run");
         }
         let built = engine.ensure_image(binary).await?;
-        Ok::<_, crate::container::EngineError>((engine, built))
+        Ok::<_, crate::launch::container::EngineError>((engine, built))
     };
     match ready.await {
         Ok((engine, built)) => {

@@ -5,7 +5,7 @@
 //! The registry maps each `<model>/<version>` directory to a
 //! [`VersionHandle`]. Only discovery and rescans write it (one at a time);
 //! routing reads it. A version with a worker is owned by its task
-//! (`version.rs`); versions without one (INVALID, skipped, UNLOADED) are inert
+//! (`crate::version::owner`); versions without one (INVALID, skipped, UNLOADED) are inert
 //! entries kept for the status API.
 
 use std::collections::BTreeMap;
@@ -18,16 +18,17 @@ use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use ward_config::{HostInfo, ModeInputs, ModelContract, WardConfig, select_mode};
+use ward_config::{HostInfo, ModelContract, WardConfig};
 use ward_protocol::InferInput;
 
-use crate::discovery;
 use crate::errors::{ErrorCode, InferFailure};
-use crate::health::{self, Health, HealthReport};
-use crate::lifecycle::LifecycleState;
-use crate::version::{
-    self, Event, InferCall, InferResult, VersionHandle, VersionKey, VersionSetup, VersionStatus,
-};
+use crate::launch::worker::Target;
+use crate::registry::admission::{self, Candidate, Confinement, HostOffer};
+use crate::registry::discovery;
+use crate::version::handle::{self, VersionHandle, VersionSetup};
+use crate::version::health::{self, Health, HealthReport};
+use crate::version::lifecycle::LifecycleState;
+use crate::version::status::{Event, InferCall, InferResult, VersionKey, VersionStatus};
 
 /// What a rescan changed.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -51,11 +52,11 @@ pub struct Supervisor {
     /// Memory available to models, in MB.
     pub memory_budget_mb: u64,
     /// What the host offers for sandboxing (probed at startup).
-    pub isolation: crate::isolation::IsolationReport,
+    pub isolation: crate::sandbox::probe::IsolationReport,
     /// What a jailed worker needs to see.
-    runtime: Arc<crate::sandbox::RuntimePaths>,
+    runtime: Arc<crate::sandbox::jail::RuntimePaths>,
     /// The Docker engine, when container mode is enabled and it answered.
-    pub docker: Option<Arc<crate::container::Engine>>,
+    pub docker: Option<Arc<crate::launch::container::Engine>>,
 }
 
 fn read_registry<'a>(
@@ -72,7 +73,7 @@ fn write_registry<'a>(
 
 /// Total memory of the host in MB, from /proc/meminfo.
 fn host_memory_mb() -> Option<u64> {
-    crate::hardware::mem_total_mb(&std::fs::read_to_string("/proc/meminfo").ok()?)
+    crate::host::hardware::mem_total_mb(&std::fs::read_to_string("/proc/meminfo").ok()?)
 }
 
 impl Supervisor {
@@ -81,9 +82,9 @@ impl Supervisor {
         cfg: WardConfig,
         host: HostInfo,
         worker_binary: PathBuf,
-        isolation: crate::isolation::IsolationReport,
-        runtime: crate::sandbox::RuntimePaths,
-        docker: Option<crate::container::Engine>,
+        isolation: crate::sandbox::probe::IsolationReport,
+        runtime: crate::sandbox::jail::RuntimePaths,
+        docker: Option<crate::launch::container::Engine>,
     ) -> Arc<Supervisor> {
         let memory_budget_mb = cfg
             .resources
@@ -113,16 +114,16 @@ impl Supervisor {
         cfg: &WardConfig,
         worker_binary: &std::path::Path,
     ) -> (
-        crate::isolation::IsolationReport,
-        crate::sandbox::RuntimePaths,
+        crate::sandbox::probe::IsolationReport,
+        crate::sandbox::jail::RuntimePaths,
     ) {
-        let isolation = crate::isolation::probe();
+        let isolation = crate::sandbox::probe::probe();
         let ort = cfg
             .worker
             .onnxruntime_library
             .clone()
             .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from));
-        let runtime = crate::sandbox::RuntimePaths::discover(
+        let runtime = crate::sandbox::jail::RuntimePaths::discover(
             worker_binary,
             ort.as_deref(),
             &cfg.worker.python,
@@ -163,15 +164,6 @@ impl Supervisor {
             })
             .map(|h| h.declared_memory_mb())
             .sum()
-    }
-
-    fn declared_mb(&self, contract: &ModelContract) -> u64 {
-        let r = &self.cfg.resources;
-        contract
-            .resources
-            .memory_mb
-            .unwrap_or(r.default_model_memory_mb)
-            .min(r.max_model_memory_mb)
     }
 
     /// Scans the model root: new versions are validated and loaded, removed
@@ -265,104 +257,60 @@ impl Supervisor {
                 }
             }
         }
-        // Pinned versions first, then higher versions first.
-        let pinned = |h: &VersionHandle| {
-            self.cfg
-                .models
-                .pinned_versions
-                .get(&h.key.model)
-                .is_some_and(|v| v.contains(&h.key.version))
+        let candidates: Vec<Candidate<'_>> = valid
+            .iter()
+            .map(|(handle, _, contract)| Candidate {
+                key: &handle.key,
+                contract,
+            })
+            .collect();
+        let offer = HostOffer {
+            budget_mb: self.memory_budget_mb,
+            committed_mb: self.committed_mb(),
+            docker_reachable: self.docker.is_some(),
+            isolation_missing: &self.isolation.missing,
         };
-        valid.sort_by(|(a, _, ca), (b, _, cb)| {
-            pinned(b)
-                .cmp(&pinned(a))
-                .then_with(|| cb.version.cmp(&ca.version))
-                .then_with(|| a.key.cmp(&b.key))
-        });
-        for (handle, path, contract) in valid {
-            // Measured before this version counts itself as loading.
-            let committed = self.committed_mb();
-            let need = self.declared_mb(&contract);
+        for (i, decision) in admission::decide(&self.cfg, &offer, &candidates) {
+            let (handle, path, contract) = &valid[i];
             let _ = handle.set_state(LifecycleState::Loading, None);
-            if committed + need > self.memory_budget_mb {
-                let reason = format!(
-                    "skipped: needs {need} MB but only {} MB of the {} MB memory budget is left",
-                    self.memory_budget_mb.saturating_sub(committed),
-                    self.memory_budget_mb
-                );
-                tracing::warn!(key = %handle.key, %reason, "not loaded");
-                let _ = handle.set_state(LifecycleState::Failed, Some(reason));
-                continue;
-            }
-            let mode = select_mode(&ModeInputs {
-                declared: &contract.runtime.modes,
-                preferred: contract.runtime.preferred,
-                allowed: &self.cfg.runtime.allowed_modes,
-                native_requires_trust: self.cfg.runtime.native_requires_trust,
-                trusted: self.cfg.is_trusted(&handle.key.model),
-                default_mode: self.cfg.runtime.default_mode,
-                native_enabled: self.cfg.runtime.native_enabled,
-                docker_enabled: self.cfg.runtime.docker_enabled,
-                docker_reachable: self.docker.is_some(),
-                override_mode: self
-                    .cfg
-                    .models
-                    .mode_overrides
-                    .get(&handle.key.model)
-                    .copied(),
-            });
-            let choice = match mode {
-                Ok(c) => c,
-                Err(none) => {
-                    let _ = handle.set_state(LifecycleState::Failed, Some(none.to_string()));
+            let placement = match decision {
+                Ok(p) => p,
+                Err(refusal) => {
+                    tracing::warn!(key = %handle.key, reason = %refusal, "not loaded");
+                    let _ = handle.set_state(LifecycleState::Failed, Some(refusal.to_string()));
                     continue;
                 }
             };
-            // A container is always locked down (see the container module).
-            let container = match (choice.mode, &self.docker) {
-                (ward_config::Mode::Container, Some(engine)) => {
-                    Some((engine.clone(), self.runtime.clone()))
-                }
-                _ => None,
-            };
-            // Trust is the operator's decision: everything else is confined.
-            let jail =
-                if container.is_some() || crate::sandbox::trusted(&self.cfg, &handle.key.model) {
-                    None
-                } else if self.cfg.sandbox.strict && !self.isolation.missing.is_empty() {
-                    let reason = format!(
-                        "sandbox.strict: this host lacks {} needed to confine an untrusted plugin",
-                        self.isolation.missing.join(", ")
-                    );
-                    let _ = handle.set_state(LifecycleState::Failed, Some(reason));
-                    continue;
-                } else {
-                    Some(self.runtime.clone())
-                };
-            handle.set_confinement(
-                jail.is_some() || container.is_some(),
-                if jail.is_some() {
-                    self.isolation.missing.clone()
-                } else {
-                    Vec::new()
+            let target = match (&placement.confinement, &self.docker) {
+                (Confinement::Container, Some(engine)) => Target::Container {
+                    engine: engine.clone(),
+                    runtime: self.runtime.clone(),
                 },
-            );
+                (Confinement::Trusted, _) => Target::Native { jail: None },
+                _ => Target::Native {
+                    jail: Some(self.runtime.clone()),
+                },
+            };
+            let missing = match &placement.confinement {
+                Confinement::Jail { missing } => missing.clone(),
+                _ => Vec::new(),
+            };
+            handle.set_confinement(target.is_confined(), missing);
             let key = handle.key.clone();
-            let started = version::start(
+            let started = handle::start(
                 VersionSetup {
                     key: key.clone(),
-                    path,
-                    contract,
+                    path: path.clone(),
+                    contract: contract.clone(),
                     cfg: self.cfg.clone(),
                     worker_binary: self.worker_binary.clone(),
-                    declared_memory_mb: need,
-                    mode: choice.mode.to_string(),
-                    mode_reason: choice.to_string(),
+                    declared_memory_mb: placement.memory_mb,
+                    mode: placement.mode,
+                    mode_reason: placement.mode_reason,
                     events: self.events.clone(),
-                    jail,
-                    container,
+                    target,
                 },
-                &handle,
+                handle,
                 &self.tracker,
             );
             write_registry(&self.registry).insert(key, Arc::new(started));

@@ -19,12 +19,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use ward_protocol::{Frame, ImageFormat, InferInput, Tensor};
 
+use crate::api::tensor_json;
 use crate::errors::{ErrorCode, InferFailure};
-use crate::health::Health;
-use crate::manager::Supervisor;
-use crate::metrics::{Metrics, VersionGauges};
-use crate::tensor_json;
-use crate::version::VersionHandle;
+use crate::registry::supervisor::Supervisor;
+use crate::telemetry::metrics::{Metrics, VersionGauges};
+use crate::version::handle::VersionHandle;
+use crate::version::health::Health;
 
 /// The one error type of the API.
 #[derive(Debug)]
@@ -96,7 +96,7 @@ impl IntoResponse for ApiError {
 pub struct App {
     pub sup: Arc<Supervisor>,
     pub metrics: Arc<Metrics>,
-    pub hardware: crate::hardware::Hardware,
+    pub hardware: crate::host::hardware::Hardware,
 }
 
 type Shared = Arc<App>;
@@ -329,8 +329,8 @@ async fn version_metadata(
 }
 
 fn status_json(
-    status: &crate::version::VersionStatus,
-    health: &crate::health::HealthReport,
+    status: &crate::version::status::VersionStatus,
+    health: &crate::version::health::HealthReport,
 ) -> Value {
     let mut v = serde_json::to_value(status).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
@@ -373,9 +373,9 @@ async fn model_logs(
 ) -> Result<Json<Value>, ApiError> {
     app.sup.version(&name, Some(&version))?;
     let lines = q.lines.unwrap_or(100).clamp(1, 10_000);
-    let path = crate::logs::log_path(&app.sup.cfg.log_dir, &name, &version)
+    let path = crate::version::logs::log_path(&app.sup.cfg.log_dir, &name, &version)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let tail = match crate::logs::tail_file(&path, lines).await {
+    let tail = match crate::version::logs::tail_file(&path, lines).await {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
@@ -392,7 +392,7 @@ async fn model_logs(
 }
 
 async fn runtime_health(State(app): State<Shared>) -> Json<Value> {
-    let decl = crate::reporter::declaration(&app.sup, &app.hardware);
+    let decl = crate::telemetry::reporter::declaration(&app.sup, &app.hardware);
     Json(json!({
         "status": app.sup.runtime_health(),
         "health_summary": decl["health_summary"],
@@ -400,7 +400,7 @@ async fn runtime_health(State(app): State<Shared>) -> Json<Value> {
 }
 
 async fn capabilities(State(app): State<Shared>) -> Json<Value> {
-    let mut decl = crate::reporter::declaration(&app.sup, &app.hardware);
+    let mut decl = crate::telemetry::reporter::declaration(&app.sup, &app.hardware);
     // What this host can confine plugins with (ISOLATION.md's capability matrix).
     decl["isolation"] = serde_json::to_value(&app.sup.isolation).unwrap_or(Value::Null);
     Json(decl)
@@ -409,7 +409,7 @@ async fn capabilities(State(app): State<Shared>) -> Json<Value> {
 async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::DOCUMENT,
+        crate::api::openapi::DOCUMENT,
     )
         .into_response()
 }

@@ -7,46 +7,18 @@
 //! supervisor's private run directory.
 
 use std::ffi::OsString;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::net::UnixListener;
-use tokio::process::Command;
-use ward_protocol::{FrameLimit, FromWorker, PROTOCOL_VERSION, ProtocolError, ToWorker};
+use tokio::process::{Child, Command};
+use ward_protocol::FrameLimit;
 
-use crate::ipc::Conn;
-use crate::process::WorkerProcess;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SpawnError {
-    #[error("cannot prepare the run directory {}", .path.display())]
-    RunDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot start the worker {}", .binary.display())]
-    Exec {
-        binary: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the worker did not connect within {0:?}")]
-    ConnectTimeout(Duration),
-    #[error("the worker exited before connecting ({0})")]
-    ExitedEarly(String),
-    #[error("Docker: {0}")]
-    Docker(String),
-    #[error("handshake failed: {0}")]
-    Handshake(String),
-    #[error("worker socket error")]
-    Protocol(#[from] ProtocolError),
-    #[error("i/o error")]
-    Io(#[from] std::io::Error),
-}
+use crate::launch::handshake::{Connected, LaunchError, Output, handshake, token};
+use crate::launch::ipc::Conn;
+use crate::launch::status::WorkerStatus;
 
 /// What a worker needs to start.
 #[derive(Debug, Clone)]
@@ -66,24 +38,12 @@ pub struct WorkerSpec {
     pub jail: Option<ward_protocol::jail::JailSpec>,
 }
 
-/// A worker's output stream.
-pub type Output = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
-
-/// A started worker that has completed the handshake.
-pub struct Started {
-    pub worker: WorkerProcess,
-    pub pid: u32,
-    pub conn: Conn,
-    pub stdout: Option<Output>,
-    pub stderr: Option<Output>,
-}
-
 /// Variables a worker may inherit from the supervisor; everything else is dropped.
 pub const ENV_ALLOW: &[&str] = &["PATH", "LANG", "LC_ALL", "TZ", "ORT_DYLIB_PATH"];
 
 /// Creates the run directory, private to the supervisor's user.
-pub fn prepare_run_dir(dir: &Path) -> Result<(), SpawnError> {
-    let err = |source| SpawnError::RunDir {
+pub fn prepare_run_dir(dir: &Path) -> Result<(), LaunchError> {
+    let err = |source| LaunchError::RunDir {
         path: dir.to_owned(),
         source,
     };
@@ -91,23 +51,16 @@ pub fn prepare_run_dir(dir: &Path) -> Result<(), SpawnError> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
 }
 
-pub(crate) fn token() -> String {
-    let mut bytes = [0u8; 16];
-    // /dev/urandom never blocks once the system is up; a failure leaves zeros,
-    // still unique enough with the pid checks, but it is logged.
-    if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)) {
-        tracing::warn!(error = %e, "cannot read /dev/urandom for a worker token");
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Starts the worker and completes the handshake within `connect_timeout`.
 /// stdout and stderr of the child are piped; the caller takes them for logging.
-pub async fn start(spec: &WorkerSpec, connect_timeout: Duration) -> Result<Started, SpawnError> {
+pub async fn start(
+    spec: &WorkerSpec,
+    connect_timeout: Duration,
+) -> Result<(Child, Connected), LaunchError> {
     let socket = spec.run_dir.join(format!("{}.sock", spec.name));
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket)?;
-    let token = token();
+    let token = token()?;
     let mut cmd = Command::new(&spec.binary);
     cmd.env_clear()
         .envs(
@@ -176,18 +129,18 @@ pub async fn start(spec: &WorkerSpec, connect_timeout: Duration) -> Result<Start
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|source| SpawnError::Exec {
+    let mut child = cmd.spawn().map_err(|source| LaunchError::Exec {
         binary: spec.binary.clone(),
         source,
     })?;
     let pid = child.id().unwrap_or(0);
     let accepted = tokio::select! {
-        r = listener.accept() => r.map(|(stream, _)| stream).map_err(SpawnError::from),
+        r = listener.accept() => r.map(|(stream, _)| stream).map_err(LaunchError::from),
         status = child.wait() => Err(match status {
-            Ok(status) => SpawnError::ExitedEarly(crate::process::WorkerStatus::from_exit(status).describe()),
-            Err(e) => SpawnError::Io(e),
+            Ok(status) => LaunchError::ExitedEarly(WorkerStatus::from_exit(status).describe()),
+            Err(e) => LaunchError::Io(e),
         }),
-        () = tokio::time::sleep(connect_timeout) => Err(SpawnError::ConnectTimeout(connect_timeout)),
+        () = tokio::time::sleep(connect_timeout) => Err(LaunchError::ConnectTimeout(connect_timeout)),
     };
     // Nobody else may connect: the socket file goes away as soon as one peer is in.
     let _ = std::fs::remove_file(&socket);
@@ -205,61 +158,13 @@ pub async fn start(spec: &WorkerSpec, connect_timeout: Duration) -> Result<Start
         return Err(e);
     }
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    Ok(Started {
-        worker: WorkerProcess::Native(child),
-        pid,
-        conn,
-        stdout: stdout.map(|o| Box::new(o) as Output),
-        stderr: stderr.map(|e| Box::new(e) as Output),
-    })
-}
-
-/// The worker's side of the handshake: a Hello with our protocol version and
-/// its one-time token, answered with Welcome (or Refused, and an error).
-pub async fn handshake(
-    conn: &mut Conn,
-    token: &str,
-    connect_timeout: Duration,
-) -> Result<(), SpawnError> {
-    let hello = tokio::time::timeout(connect_timeout, conn.next())
-        .await
-        .map_err(|_| SpawnError::ConnectTimeout(connect_timeout))??;
-    let verdict = match hello {
-        FromWorker::Hello(h) if h.protocol_version != PROTOCOL_VERSION => Err(format!(
-            "protocol version {} (this supervisor speaks {PROTOCOL_VERSION})",
-            h.protocol_version
-        )),
-        FromWorker::Hello(h) if h.token != token => Err("wrong token".to_owned()),
-        FromWorker::Hello(_) => Ok(()),
-        other => Err(format!("expected Hello, got {}", describe(&other))),
-    };
-    match verdict {
-        Ok(()) => {
-            conn.send(&ToWorker::Welcome {
-                protocol_version: PROTOCOL_VERSION,
-            })
-            .await?;
-            Ok(())
-        }
-        Err(reason) => {
-            let _ = conn
-                .send(&ToWorker::Refused {
-                    reason: reason.clone(),
-                })
-                .await;
-            Err(SpawnError::Handshake(reason))
-        }
-    }
-}
-
-/// A short name for a message, for errors (never its payload).
-pub fn describe(msg: &FromWorker) -> &'static str {
-    match msg {
-        FromWorker::Hello(_) => "Hello",
-        FromWorker::Loaded(_) => "Loaded",
-        FromWorker::LoadFailed(_) => "LoadFailed",
-        FromWorker::InferOk(_) => "InferOk",
-        FromWorker::InferErr(_) => "InferErr",
-        FromWorker::Pong { .. } => "Pong",
-    }
+    Ok((
+        child,
+        Connected {
+            pid,
+            conn,
+            stdout: stdout.map(|o| Box::new(o) as Output),
+            stderr: stderr.map(|e| Box::new(e) as Output),
+        },
+    ))
 }

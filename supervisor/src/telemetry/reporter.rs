@@ -24,11 +24,11 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::hardware::Hardware;
-use crate::health::{self, Health};
-use crate::lifecycle::LifecycleState;
-use crate::manager::Supervisor;
-use crate::version::now_ms;
+use crate::host::hardware::Hardware;
+use crate::registry::supervisor::Supervisor;
+use crate::time::{now_ms, rfc3339_ms};
+use crate::version::health::{self, Health};
+use crate::version::lifecycle::LifecycleState;
 
 /// The schema version of every model's structured output, as declared.
 const OUTPUT_SCHEMA_VERSION: &str = "1.0";
@@ -254,37 +254,6 @@ pub fn build(s: &Snapshot<'_>) -> Value {
             "last_error": last_error,
         },
     })
-}
-
-/// Unix milliseconds as RFC 3339 in UTC with milliseconds
-/// (`2026-01-14T10:00:00.000Z`).
-pub fn rfc3339_ms(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let (year, month, day) = civil_from_days(secs / 86_400);
-    let rem = secs % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        unix_ms % 1000
-    )
-}
-
-/// The proleptic Gregorian date of a day counted from 1970-01-01
-/// (H. Hinnant's `civil_from_days`, for non-negative days).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    // Shift the epoch to 0000-03-01, so that leap days end each 400-year era.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 /// Why a report did not reach the backend.
@@ -658,7 +627,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::hardware::GpuDevice;
+    use crate::host::hardware::GpuDevice;
 
     fn cpu() -> Hardware {
         Hardware {
@@ -695,14 +664,6 @@ mod tests {
             hardware: hw,
             rows,
         }
-    }
-
-    #[test]
-    fn formats_rfc3339_with_millis() {
-        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(1_768_384_800_000), "2026-01-14T10:00:00.000Z");
-        assert_eq!(rfc3339_ms(951_868_799_999), "2000-02-29T23:59:59.999Z");
-        assert_eq!(rfc3339_ms(4_107_542_400_000), "2100-03-01T00:00:00.000Z");
     }
 
     #[test]
@@ -1103,8 +1064,8 @@ mod tests {
             cfg,
             ward_config::HostInfo::default(),
             "/nonexistent/ward-worker".into(),
-            crate::isolation::probe(),
-            crate::sandbox::RuntimePaths::default(),
+            crate::sandbox::probe::probe(),
+            crate::sandbox::jail::RuntimePaths::default(),
             None,
         )
     }
@@ -1206,8 +1167,8 @@ mod tests {
             cfg,
             ward_config::HostInfo::default(),
             "/nonexistent".into(),
-            crate::isolation::probe(),
-            crate::sandbox::RuntimePaths::default(),
+            crate::sandbox::probe::probe(),
+            crate::sandbox::jail::RuntimePaths::default(),
             None,
         );
         tokio::time::timeout(

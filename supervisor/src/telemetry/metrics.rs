@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::health::Health;
-use crate::lifecycle::LifecycleState;
+use crate::version::health::Health;
+use crate::version::lifecycle::LifecycleState;
 
 /// Upper bounds of the latency buckets, in nanoseconds, with the `le` label
 /// each is rendered as. The implicit last bucket is `+Inf`.

@@ -3,7 +3,7 @@
 //! A container worker is the same `ward-worker` binary as a native one,
 //! speaking the same protocol over a Unix socket in a directory bind-mounted
 //! into the container, so the version's owner task treats both alike (see
-//! [`crate::process::WorkerProcess`]).
+//! [`crate::launch::worker::WorkerProcess`]).
 //!
 //! The image (`runtime.container_image`, default `ward-worker:local`) is built
 //! locally, with no registry: `FROM scratch` plus the worker binary, labelled
@@ -39,10 +39,10 @@ use tokio::net::UnixListener;
 use tokio::sync::oneshot;
 use ward_config::WardConfig;
 
-use crate::ipc::Conn;
-use crate::process::{WorkerProcess, WorkerStatus};
-use crate::sandbox::RuntimePaths;
-use crate::spawn::{Output, SpawnError, Started};
+use crate::launch::handshake::{Connected, LaunchError, Output, handshake, token};
+use crate::launch::ipc::Conn;
+use crate::launch::status::{WaitError, WorkerStatus};
+use crate::sandbox::jail::RuntimePaths;
 
 /// Label on every container: the supervisor that owns it.
 pub const LABEL_SUPERVISOR: &str = "ward.supervisor";
@@ -105,21 +105,12 @@ pub fn docker_socket() -> String {
     }
 }
 
-/// FNV-1a, 64 bits: a stable digest for ids and for telling worker binaries apart.
-pub fn fnv64(bytes: impl IntoIterator<Item = u8>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
 /// This supervisor's id: a digest of its run directory.
 pub fn supervisor_id(cfg: &WardConfig) -> String {
     let dir = std::fs::canonicalize(&cfg.run_dir).unwrap_or_else(|_| cfg.run_dir.clone());
     format!(
         "{:016x}",
-        fnv64(dir.to_string_lossy().bytes().collect::<Vec<_>>())
+        crate::sandbox::ids::fnv64(dir.to_string_lossy().bytes().collect::<Vec<_>>())
     )
 }
 
@@ -248,7 +239,7 @@ impl Engine {
         self: &Arc<Engine>,
         plan: &ContainerPlan<'_>,
         connect_timeout: Duration,
-    ) -> Result<Started, SpawnError> {
+    ) -> Result<(ContainerWorker, Connected), LaunchError> {
         let sock_dir = plan.cfg.run_dir.join("containers").join(&plan.name);
         let socket = sock_dir.join("worker.sock");
         prepare_socket_dir(&sock_dir, plan.uid)?;
@@ -262,9 +253,9 @@ impl Engine {
             Some(nix::unistd::Gid::from_raw(plan.uid)),
         )
         .map_err(std::io::Error::from)?;
-        let token = crate::spawn::token();
+        let token = token()?;
         let body = plan.create_body(&token, &sock_dir);
-        let docker_err = |e: bollard::errors::Error| SpawnError::Docker(e.to_string());
+        let docker_err = |e: bollard::errors::Error| LaunchError::Docker(e.to_string());
         let created = tokio::time::timeout(
             API_TIMEOUT,
             self.docker.create_container(
@@ -276,7 +267,7 @@ impl Engine {
             ),
         )
         .await
-        .map_err(|_| SpawnError::Docker("create timed out".into()))?
+        .map_err(|_| LaunchError::Docker("create timed out".into()))?
         .map_err(docker_err)?;
         let mut worker = ContainerWorker {
             engine: self.clone(),
@@ -291,13 +282,15 @@ impl Engine {
         match started.await {
             Ok((pid, conn, stdout, stderr)) => {
                 let _ = std::fs::remove_file(&socket);
-                Ok(Started {
-                    worker: WorkerProcess::Container(Box::new(worker)),
-                    pid,
-                    conn,
-                    stdout: Some(stdout),
-                    stderr: Some(stderr),
-                })
+                Ok((
+                    worker,
+                    Connected {
+                        pid,
+                        conn,
+                        stdout: Some(stdout),
+                        stderr: Some(stderr),
+                    },
+                ))
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&socket);
@@ -315,11 +308,11 @@ impl Engine {
         token: &str,
         limit: ward_protocol::FrameLimit,
         connect_timeout: Duration,
-    ) -> Result<(u32, Conn, Output, Output), SpawnError> {
-        let docker_err = |e: bollard::errors::Error| SpawnError::Docker(e.to_string());
+    ) -> Result<(u32, Conn, Output, Output), LaunchError> {
+        let docker_err = |e: bollard::errors::Error| LaunchError::Docker(e.to_string());
         tokio::time::timeout(API_TIMEOUT, self.docker.start_container(&worker.id, None))
             .await
-            .map_err(|_| SpawnError::Docker("start timed out".into()))?
+            .map_err(|_| LaunchError::Docker("start timed out".into()))?
             .map_err(docker_err)?;
         // From the start of the container's output (a follow before the
         // start would end at once), until the container ends.
@@ -336,16 +329,16 @@ impl Engine {
             .and_then(|p| u32::try_from(p).ok())
             .unwrap_or(0);
         let accepted = tokio::select! {
-            r = listener.accept() => r.map(|(stream, _)| stream).map_err(SpawnError::from),
+            r = listener.accept() => r.map(|(stream, _)| stream).map_err(LaunchError::from),
             status = worker.wait() => Err(match status {
-                Ok(s) => SpawnError::ExitedEarly(s.describe()),
-                Err(e) => SpawnError::Docker(e),
+                Ok(s) => LaunchError::ExitedEarly(s.describe()),
+                Err(e) => LaunchError::Docker(e.to_string()),
             }),
-            () = tokio::time::sleep(connect_timeout) => Err(SpawnError::ConnectTimeout(connect_timeout)),
+            () = tokio::time::sleep(connect_timeout) => Err(LaunchError::ConnectTimeout(connect_timeout)),
         };
         drop(listener);
         let mut conn = Conn::new(accepted?, limit);
-        crate::spawn::handshake(&mut conn, token, connect_timeout).await?;
+        handshake(&mut conn, token, connect_timeout).await?;
         Ok((pid, conn, stdout, stderr))
     }
 
@@ -384,7 +377,7 @@ impl Engine {
     }
 
     /// A task that waits for the container to stop and then reads why.
-    fn watch_exit(&self, id: &str) -> oneshot::Receiver<Result<WorkerStatus, String>> {
+    fn watch_exit(&self, id: &str) -> oneshot::Receiver<Result<WorkerStatus, WaitError>> {
         let (tx, rx) = oneshot::channel();
         let docker = self.docker.clone();
         let id = id.to_owned();
@@ -398,14 +391,20 @@ impl Engine {
             let waited = match wait.next().await {
                 Some(Ok(_))
                 | Some(Err(bollard::errors::Error::DockerContainerWaitError { .. })) => Ok(()),
-                Some(Err(e)) => Err(format!("waiting for the container failed: {e}")),
-                None => Err("the engine ended the wait without an answer".to_owned()),
+                Some(Err(e)) => Err(WaitError::Docker(format!(
+                    "waiting for the container failed: {e}"
+                ))),
+                None => Err(WaitError::Docker(
+                    "the engine ended the wait without an answer".to_owned(),
+                )),
             };
             let status = match waited {
                 Ok(()) => docker
                     .inspect_container(&id, None)
                     .await
-                    .map_err(|e| format!("cannot inspect the ended container: {e}"))
+                    .map_err(|e| {
+                        WaitError::Docker(format!("cannot inspect the ended container: {e}"))
+                    })
                     .map(|info| {
                         let state = info.state.unwrap_or_default();
                         let code = state.exit_code.and_then(|c| i32::try_from(c).ok());
@@ -439,12 +438,15 @@ async fn read_worker(worker: &Path) -> Result<(Vec<u8>, String), EngineError> {
             path: worker.to_owned(),
             source,
         })?;
-    let digest = format!("{:016x}", fnv64(binary.iter().copied()));
+    let digest = format!(
+        "{:016x}",
+        crate::sandbox::ids::fnv64(binary.iter().copied())
+    );
     Ok((binary, digest))
 }
 
 /// A directory only the container's user can enter, holding the socket.
-fn prepare_socket_dir(dir: &Path, uid: u32) -> Result<(), SpawnError> {
+fn prepare_socket_dir(dir: &Path, uid: u32) -> Result<(), LaunchError> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
@@ -540,7 +542,7 @@ impl ContainerPlan<'_> {
     /// The create request: the worker, its mounts and the lockdown.
     pub fn create_body(&self, token: &str, sock_dir: &Path) -> ContainerCreateBody {
         let s = &self.cfg.sandbox;
-        let mut env: Vec<String> = crate::sandbox::plugin_env()
+        let mut env: Vec<String> = crate::sandbox::jail::plugin_env()
             .into_iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
@@ -631,8 +633,8 @@ pub struct ContainerWorker {
     id: String,
     name: String,
     sock_dir: PathBuf,
-    exit: Option<oneshot::Receiver<Result<WorkerStatus, String>>>,
-    ended: Option<Result<WorkerStatus, String>>,
+    exit: Option<oneshot::Receiver<Result<WorkerStatus, WaitError>>>,
+    ended: Option<Result<WorkerStatus, WaitError>>,
 }
 
 impl ContainerWorker {
@@ -645,14 +647,14 @@ impl ContainerWorker {
     }
 
     /// Cancel-safe: the receiver stays in `self` across calls.
-    pub async fn wait(&mut self) -> Result<WorkerStatus, String> {
+    pub async fn wait(&mut self) -> Result<WorkerStatus, WaitError> {
         if let Some(ended) = &self.ended {
             return ended.clone();
         }
         let status = match self.exit.as_mut() {
             Some(rx) => rx
                 .await
-                .unwrap_or_else(|_| Err("the exit watcher ended".to_owned())),
+                .unwrap_or_else(|_| Err(WaitError::Docker("the exit watcher ended".to_owned()))),
             None => std::future::pending().await,
         };
         self.ended = Some(status.clone());
@@ -738,7 +740,13 @@ mod tests {
 
     #[test]
     fn digests_differ_and_are_stable() {
-        assert_eq!(fnv64(*b"ward"), fnv64(*b"ward"));
-        assert_ne!(fnv64(*b"ward"), fnv64(*b"warp"));
+        assert_eq!(
+            crate::sandbox::ids::fnv64(*b"ward"),
+            crate::sandbox::ids::fnv64(*b"ward")
+        );
+        assert_ne!(
+            crate::sandbox::ids::fnv64(*b"ward"),
+            crate::sandbox::ids::fnv64(*b"warp")
+        );
     }
 }

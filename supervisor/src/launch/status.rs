@@ -1,14 +1,8 @@
-//! A running worker, whatever launched it: a native child process (sandboxed
-//! or not) or a Docker container. The version's owner task sees only this
-//! interface, so restarts, deadlines, crash classification and stopping work
-//! the same in both modes.
+//! How a worker ended, in either mode, and why waiting for it can fail.
 
 use std::os::unix::process::ExitStatusExt;
 
 use nix::sys::signal::Signal;
-use tokio::process::Child;
-
-use crate::container::ContainerWorker;
 
 /// How a worker ended, in either mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,61 +52,15 @@ impl WorkerStatus {
     }
 }
 
-/// A started worker.
-pub enum WorkerProcess {
-    Native(Child),
-    Container(Box<ContainerWorker>),
-}
-
-impl WorkerProcess {
-    /// Waits for the worker to end. Cancel-safe: a `select!` may drop the
-    /// future and call again.
-    pub async fn wait(&mut self) -> Result<WorkerStatus, String> {
-        match self {
-            WorkerProcess::Native(child) => child
-                .wait()
-                .await
-                .map(WorkerStatus::from_exit)
-                .map_err(|e| format!("wait failed: {e}")),
-            WorkerProcess::Container(c) => c.wait().await,
-        }
-    }
-
-    /// Sends `signal` to the whole worker: a native worker's process group
-    /// (so its plugin children get it too), or a container's init (which
-    /// passes it on; SIGKILL ends the container outright).
-    pub async fn signal(&mut self, signal: Signal) {
-        match self {
-            WorkerProcess::Native(child) => {
-                if let Some(pid) = child.id() {
-                    let _ =
-                        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), signal);
-                }
-            }
-            WorkerProcess::Container(c) => c.signal(signal).await,
-        }
-    }
-
-    /// The container's name, in container mode.
-    pub fn container_name(&self) -> Option<&str> {
-        match self {
-            WorkerProcess::Native(_) => None,
-            WorkerProcess::Container(c) => Some(c.name()),
-        }
-    }
-
-    /// Whether a worker's exit code above 128 stands for a signal.
-    pub fn relays_signals(&self) -> bool {
-        matches!(self, WorkerProcess::Container(_))
-    }
-
-    /// Frees what the worker held once it has ended (a container is removed).
-    pub async fn release(self) {
-        match self {
-            WorkerProcess::Native(_) => {}
-            WorkerProcess::Container(c) => c.remove().await,
-        }
-    }
+/// Why a worker's end could not be observed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WaitError {
+    #[error("wait failed: {0}")]
+    Wait(String),
+    #[error("Docker: {0}")]
+    Docker(String),
+    #[error("closed its socket and was killed ({0})")]
+    Lingered(String),
 }
 
 #[cfg(test)]

@@ -95,17 +95,6 @@ fn which(program: &Path) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The plugin's own uid/gid: stable per model version, outside the range of
-/// ordinary users, so that RLIMIT_NPROC counts only this plugin's processes.
-pub fn plugin_id(base: u32, model: &str, version: &str) -> u32 {
-    // FNV-1a: stable across runs and platforms.
-    let mut h: u32 = 0x811c_9dc5;
-    for b in model.bytes().chain([b'@']).chain(version.bytes()) {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    base + h % 60_000
-}
-
 /// Everything needed to write the jail spec of one worker generation.
 pub struct JailPlan<'a> {
     pub cfg: &'a WardConfig,
@@ -148,7 +137,7 @@ impl JailPlan<'_> {
     /// The spec, minus the socket path (filled in by the launcher).
     pub fn spec(&self) -> JailSpec {
         let s = &self.cfg.sandbox;
-        let id = plugin_id(
+        let id = crate::sandbox::ids::plugin_id(
             s.uid_base,
             self.contract.model_id.as_str(),
             &self.contract.version.to_string(),
@@ -198,14 +187,6 @@ pub fn trusted(cfg: &WardConfig, model: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plugin_ids_are_stable_and_in_range() {
-        let a = plugin_id(200_000, "digits", "1.0.0");
-        assert_eq!(a, plugin_id(200_000, "digits", "1.0.0"));
-        assert_ne!(a, plugin_id(200_000, "digits", "1.1.0"));
-        assert!((200_000..260_000).contains(&a));
-    }
 
     #[test]
     fn runtime_paths_cover_the_system_and_the_worker() {

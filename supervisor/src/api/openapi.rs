@@ -2,7 +2,7 @@
 //! `GET /v1/openapi.json`.
 //!
 //! The document is hand-written JSON; the tests below hold it to the router
-//! ([`crate::api::ROUTES`]) in both directions and check that it is
+//! ([`crate::api::handlers::ROUTES`]) in both directions and check that it is
 //! internally consistent (every `$ref` resolves, every path parameter is
 //! declared, every error response is the one `Error` shape).
 
@@ -98,13 +98,13 @@ mod tests {
             .into_iter()
             .map(|(m, p, _, _)| (m, p.to_owned()))
             .collect();
-        let routed: BTreeSet<(String, String)> = crate::api::ROUTES
+        let routed: BTreeSet<(String, String)> = crate::api::handlers::ROUTES
             .iter()
             .map(|(m, p)| (m.to_uppercase(), (*p).to_owned()))
             .collect();
         assert_eq!(
             routed.len(),
-            crate::api::ROUTES.len(),
+            crate::api::handlers::ROUTES.len(),
             "ROUTES has duplicates"
         );
         let undocumented: Vec<_> = routed.difference(&documented).collect();

@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use ward_config::ward::HealthConfig;
 
-use crate::lifecycle::LifecycleState;
+use crate::version::lifecycle::LifecycleState;
 
 /// How well a model, or the whole runtime, is serving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -25,7 +25,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, fork, pipe2, read, write};
 use serde::Serialize;
 
-use crate::cgroup::{self, CgroupSupport};
+use crate::sandbox::cgroup::{self, CgroupSupport};
 
 /// `LANDLOCK_CREATE_RULESET_VERSION`: with it, `landlock_create_ruleset`
 /// returns the ABI version instead of a ruleset.
@@ -303,7 +303,7 @@ mod tests {
     use std::os::unix::net::UnixListener;
 
     use super::*;
-    use crate::cgroup::CgroupVersion;
+    use crate::sandbox::cgroup::CgroupVersion;
 
     fn bare_report() -> IsolationReport {
         IsolationReport {

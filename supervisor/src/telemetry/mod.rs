@@ -1,0 +1,5 @@
+//! What ward tells the outside: Prometheus metrics, and the capability
+//! declaration with the reporter that posts it.
+
+pub mod metrics;
+pub mod reporter;
