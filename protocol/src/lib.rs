@@ -38,8 +38,6 @@ mod frame;
 pub mod jail;
 mod message;
 mod tensor;
-#[cfg(feature = "tokio")]
-pub mod tokio_io;
 
 pub use error::ProtocolError;
 pub use frame::{FrameLimit, HEADER_LEN, read_message, write_message};
@@ -48,7 +46,7 @@ pub use message::{
     InferRequest, LoadErrorKind, LoadFailed, LoadRequest, Loaded, Message, RequestId, Timings,
     ToWorker, WorkerStats,
 };
-pub use tensor::{DataType, Tensor, TensorError, TensorInfo};
+pub use tensor::{DataType, Tensor, TensorError, TensorInfo, UnknownDataType};
 
 /// Version of this protocol. A worker whose [`Hello`] carries another version is
 /// refused: both sides are built from one tree, so a mismatch means a stale

@@ -360,23 +360,3 @@ fn encoding_is_bincode_compatible() {
     .unwrap();
     assert_eq!(payload, [1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, b'n', b'o']);
 }
-
-#[cfg(feature = "tokio")]
-#[tokio::test]
-async fn tokio_adapter_speaks_the_same_frames() {
-    let (mut a, mut b) = tokio::io::duplex(1 << 16);
-    let msg = ToWorker::Ping { seq: 9 };
-    let mut buf = Vec::new();
-    tokio_io::write_message(&mut a, &msg, FrameLimit::DEFAULT, &mut buf)
-        .await
-        .unwrap();
-    drop(a);
-    let back: ToWorker = tokio_io::read_message(&mut b, FrameLimit::DEFAULT, &mut buf)
-        .await
-        .unwrap();
-    assert_eq!(back, msg);
-    let err = tokio_io::read_message::<ToWorker>(&mut b, FrameLimit::DEFAULT, &mut buf)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ProtocolError::Closed));
-}

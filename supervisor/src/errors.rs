@@ -1,5 +1,6 @@
 //! The error codes a request can end with, end to end: from the worker task
-//! through the router to the HTTP body (`{"error": ..., "code": ...}`).
+//! through the router to the HTTP body (`{"error": ..., "code": ...}`). No
+//! code exists as a string anywhere else.
 
 use std::fmt;
 
@@ -19,6 +20,14 @@ pub enum ErrorCode {
     InvalidOutput,
     ShuttingDown,
     Internal,
+    /// No such route, or a disabled one (the admin API without a token).
+    NotFound,
+    /// A known path with another method.
+    MethodNotAllowed,
+    /// A body over `server.body_limit_bytes`.
+    PayloadTooLarge,
+    /// No valid credentials.
+    Unauthorized,
 }
 
 impl ErrorCode {
@@ -35,6 +44,10 @@ impl ErrorCode {
             ErrorCode::InvalidOutput => "INVALID_OUTPUT",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
         }
     }
 }

@@ -35,6 +35,7 @@ pub mod launch;
 pub mod registry;
 pub mod sandbox;
 pub mod serve;
+pub mod sync;
 pub mod telemetry;
 pub mod time;
 pub mod version;

@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
@@ -64,7 +63,8 @@ pub fn build_image(config_path: Option<&Path>) -> ExitCode {
             .context("tokio runtime")?;
         runtime
             .block_on(async {
-                let engine = crate::launch::container::Engine::connect(&cfg).await?;
+                let engine =
+                    crate::launch::container::Engine::connect(&cfg, Default::default()).await?;
                 engine.build_image_from(&binary).await?;
                 Ok::<_, crate::launch::container::EngineError>(engine.image)
             })
@@ -98,25 +98,11 @@ fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     runtime.block_on(serve(cfg, binary))
 }
 
+/// Serves until SIGTERM or SIGINT: the listener, the signals and the
+/// supervisor's tasks (the HTTP server, the capability reporter); the
+/// registry's start-up and shutdown are [`Supervisor`]'s.
 async fn serve(cfg: WardConfig, binary: PathBuf) -> anyhow::Result<()> {
-    let host = crate::host::validation::probe();
     let bind = cfg.server.bind;
-    let (isolation, runtime) = {
-        let (cfg, binary) = (cfg.clone(), binary.clone());
-        tokio::task::spawn_blocking(move || Supervisor::probe(&cfg, &binary))
-            .await
-            .context("start-up probes")?
-    };
-    tracing::info!(
-        landlock_abi = ?isolation.landlock_abi,
-        seccomp = isolation.seccomp_filter,
-        missing = ?isolation.missing,
-        "sandbox layers available on this host"
-    );
-    crate::sandbox::cgroup::cleanup_stale("ward-");
-    let docker = docker_engine(&cfg, &binary).await;
-    let sup = Supervisor::new(cfg, host, binary, isolation, runtime, docker);
-    tracing::info!(budget_mb = sup.memory_budget_mb, "ward starting");
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
@@ -124,11 +110,9 @@ async fn serve(cfg: WardConfig, binary: PathBuf) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind {bind}"))?;
     let addr = listener.local_addr()?;
-    let report = sup
-        .rescan()
+    let sup = Supervisor::start(cfg, binary)
         .await
-        .context("initial scan of the model root")?;
-    tracing::info!(added = report.added.len(), "initial scan done");
+        .context("start-up (probes and the first scan of the model root)")?;
     // Tests and scripts read this line to learn the port (bind may say :0).
     println!("ward: listening on http://{addr}");
     // Probing may start the CUDA driver, which blocks: off the async threads.
@@ -136,11 +120,13 @@ async fn serve(cfg: WardConfig, binary: PathBuf) -> anyhow::Result<()> {
         .await
         .context("hardware probe")?;
     let metrics = Arc::new(crate::telemetry::metrics::Metrics::new());
-    // Capability registration runs on its own: a slow backend never blocks serving.
-    let stop_reporter = tokio_util::sync::CancellationToken::new();
-    let reporter = {
+    // Capability registration runs on its own: a slow backend never blocks
+    // serving. It stops first at shutdown; the HTTP server last, when the
+    // supervisor has stopped every worker.
+    let stop_reporter = sup.cancelled();
+    {
         let hook = metrics.clone();
-        tokio::spawn(crate::telemetry::reporter::run(
+        sup.spawn(crate::telemetry::reporter::run(
             sup.clone(),
             hardware.clone(),
             move |ok| {
@@ -150,22 +136,24 @@ async fn serve(cfg: WardConfig, binary: PathBuf) -> anyhow::Result<()> {
                 }
             },
             stop_reporter.clone(),
-        ))
-    };
-    let stop_http = tokio_util::sync::CancellationToken::new();
-    let http = {
-        let stop = stop_http.clone();
-        let app = crate::api::handlers::router(Arc::new(crate::api::handlers::App {
+        ));
+    }
+    {
+        let stop = sup.cancelled();
+        let app = crate::api::router(Arc::new(crate::api::App {
             sup: sup.clone(),
             metrics,
             hardware,
         }));
-        tokio::spawn(async move {
-            axum::serve(listener, app)
+        sup.spawn(async move {
+            let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        })
-    };
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the HTTP server failed");
+            }
+        });
+    }
     loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -180,51 +168,7 @@ async fn serve(cfg: WardConfig, binary: PathBuf) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down: draining requests, stopping workers");
     stop_reporter.cancel();
-    shutdown(&sup).await;
-    stop_http.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(2), reporter).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+    sup.shutdown().await;
     tracing::info!("ward stopped");
     Ok(())
-}
-
-/// The Docker engine for container workers, ready to use: connected, this
-/// supervisor's leftover containers removed, the worker image built. `None`
-/// (logged, and shown in each model's mode reason) when container mode is
-/// disabled or the engine cannot be used.
-async fn docker_engine(
-    cfg: &WardConfig,
-    binary: &Path,
-) -> Option<crate::launch::container::Engine> {
-    if !cfg.runtime.docker_enabled
-        || !cfg
-            .runtime
-            .allowed_modes
-            .contains(&ward_config::Mode::Container)
-    {
-        return None;
-    }
-    let ready = async {
-        let engine = crate::launch::container::Engine::connect(cfg).await?;
-        let removed = engine.remove_leftovers().await?;
-        if removed > 0 {
-            tracing::info!(removed, "removed containers left by an earlier run");
-        }
-        let built = engine.ensure_image(binary).await?;
-        Ok::<_, crate::launch::container::EngineError>((engine, built))
-    };
-    match ready.await {
-        Ok((engine, built)) => {
-            tracing::info!(api = %engine.api_version, image = %engine.image, built, supervisor_id = %engine.supervisor_id, "container mode available");
-            Some(engine)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "container mode unavailable: models fall back to the other modes");
-            None
-        }
-    }
-}
-
-async fn shutdown(sup: &Arc<Supervisor>) {
-    sup.shutdown().await;
 }

@@ -8,7 +8,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde_json::{Value, json};
-use ward_protocol::{DataType, Tensor};
+use ward_protocol::{DataType, Tensor, TensorError, UnknownDataType};
 
 /// One element of `data`, as JSON gave it.
 #[derive(Debug, Clone, PartialEq)]
@@ -262,22 +262,61 @@ impl<'de> Visitor<'de> for TypedSeed<'_> {
     }
 }
 
+/// Why an input tensor of a request cannot be used (a 400 with this text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("input {name:?}: {reason}")]
+    Datatype {
+        name: String,
+        reason: UnknownDataType,
+    },
+    #[error("input {name:?}: shape {shape:?} is too large")]
+    ShapeTooLarge { name: String, shape: Vec<u64> },
+    #[error("input {name:?} has no data")]
+    NoData { name: String },
+    #[error("input {name:?}: shape {shape:?} needs {need} elements, data has {got}")]
+    ElementCount {
+        name: String,
+        shape: Vec<u64>,
+        need: u64,
+        got: u64,
+    },
+    #[error("input {name:?}: element {index} is not {expected}")]
+    Element {
+        name: String,
+        index: usize,
+        expected: &'static str,
+    },
+    #[error("input {name:?}: parameters.binary_data_size must be a whole number")]
+    BinarySize { name: String },
+    #[error("input {name:?} has both data and binary_data_size")]
+    DataAndBinary { name: String },
+    #[error("input {0}")]
+    Bytes(TensorError),
+}
+
 impl InputTensor {
     /// Converts to raw bytes, naming the exact problem on failure.
-    pub fn into_tensor(self) -> Result<Tensor, String> {
+    pub fn into_tensor(self) -> Result<Tensor, InputError> {
         let name = self.name;
         let datatype: DataType = self
             .datatype
             .parse()
-            .map_err(|e| format!("input {name:?}: {e}"))?;
+            .map_err(|reason| InputError::Datatype {
+                name: name.clone(),
+                reason,
+            })?;
         let count = self
             .shape
             .iter()
             .try_fold(1u64, |n, d| n.checked_mul(*d))
-            .ok_or_else(|| format!("input {name:?}: shape {:?} is too large", self.shape))?;
+            .ok_or_else(|| InputError::ShapeTooLarge {
+                name: name.clone(),
+                shape: self.shape.clone(),
+            })?;
         let (bytes, got) = match self
             .data
-            .ok_or_else(|| format!("input {name:?} has no data"))?
+            .ok_or_else(|| InputError::NoData { name: name.clone() })?
         {
             InputData::Raw { bytes, count } => (bytes, count),
             InputData::Scalars(data) => {
@@ -286,10 +325,12 @@ impl InputTensor {
             }
         };
         if got != count {
-            return Err(format!(
-                "input {name:?}: shape {:?} needs {count} elements, data has {got}",
-                self.shape
-            ));
+            return Err(InputError::ElementCount {
+                name,
+                shape: self.shape,
+                need: count,
+                got,
+            });
         }
         Ok(Tensor {
             name,
@@ -300,39 +341,36 @@ impl InputTensor {
     }
 
     /// An input whose bytes came in the binary extension's body.
-    pub fn binary_size(&self) -> Option<Result<usize, String>> {
+    pub fn binary_size(&self) -> Option<Result<usize, InputError>> {
         let v = self.parameters.as_ref()?.get("binary_data_size")?;
         Some(
             v.as_u64()
                 .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| {
-                    format!(
-                        "input {:?}: parameters.binary_data_size must be a whole number",
-                        self.name
-                    )
+                .ok_or_else(|| InputError::BinarySize {
+                    name: self.name.clone(),
                 }),
         )
     }
 
     /// Builds the tensor from raw bytes of the binary extension.
-    pub fn into_binary_tensor(self, bytes: Vec<u8>) -> Result<Tensor, String> {
+    pub fn into_binary_tensor(self, bytes: Vec<u8>) -> Result<Tensor, InputError> {
         if self.data.is_some() {
-            return Err(format!(
-                "input {:?} has both data and binary_data_size",
-                self.name
-            ));
+            return Err(InputError::DataAndBinary { name: self.name });
         }
         let datatype: DataType = self
             .datatype
             .parse()
-            .map_err(|e| format!("input {:?}: {e}", self.name))?;
+            .map_err(|reason| InputError::Datatype {
+                name: self.name.clone(),
+                reason,
+            })?;
         let t = Tensor {
             name: self.name,
             datatype,
             shape: self.shape,
             data: bytes,
         };
-        t.check().map_err(|e| format!("input {e}"))?;
+        t.check().map_err(InputError::Bytes)?;
         Ok(t)
     }
 }
@@ -383,11 +421,14 @@ fn encode_one(datatype: DataType, s: &Scalar, out: &mut Vec<u8>) -> Result<(), &
     Ok(())
 }
 
-fn encode(name: &str, datatype: DataType, data: &[Scalar]) -> Result<Vec<u8>, String> {
+fn encode(name: &str, datatype: DataType, data: &[Scalar]) -> Result<Vec<u8>, InputError> {
     let mut out = Vec::with_capacity(data.len() * datatype.element_size().unwrap_or(8));
     for (i, s) in data.iter().enumerate() {
-        encode_one(datatype, s, &mut out)
-            .map_err(|what| format!("input {name:?}: element {i} is not {what}"))?;
+        encode_one(datatype, s, &mut out).map_err(|expected| InputError::Element {
+            name: name.to_owned(),
+            index: i,
+            expected,
+        })?;
     }
     Ok(out)
 }
@@ -527,6 +568,7 @@ mod tests {
         serde_json::from_str::<InputTensor>(json)
             .map_err(|e| e.to_string())?
             .into_tensor()
+            .map_err(|e| e.to_string())
     }
 
     #[test]

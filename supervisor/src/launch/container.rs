@@ -37,6 +37,7 @@ use nix::sys::signal::Signal;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixListener;
 use tokio::sync::oneshot;
+use tokio_util::task::TaskTracker;
 use ward_config::WardConfig;
 
 use crate::launch::handshake::{Connected, LaunchError, Output, handshake, token};
@@ -95,14 +96,9 @@ pub struct Engine {
     pub image: String,
     /// The API version negotiated with the engine.
     pub api_version: String,
-}
-
-/// The Docker socket: `DOCKER_HOST` when it names a Unix socket, else the default.
-pub fn docker_socket() -> String {
-    match std::env::var("DOCKER_HOST") {
-        Ok(h) if h.starts_with("unix://") => h.trim_start_matches("unix://").to_owned(),
-        _ => "/var/run/docker.sock".to_owned(),
-    }
+    /// Where the log-stream and exit-watch tasks of containers are tracked
+    /// (the supervisor's, so that shutdown waits for them).
+    tracker: TaskTracker,
 }
 
 /// This supervisor's id: a digest of its run directory.
@@ -117,8 +113,10 @@ pub fn supervisor_id(cfg: &WardConfig) -> String {
 impl Engine {
     /// Connects, negotiates the API version (the engines these hosts run
     /// speak 1.41, older than bollard's default) and pings.
-    pub async fn connect(cfg: &WardConfig) -> Result<Engine, EngineError> {
-        let socket = docker_socket();
+    pub async fn connect(cfg: &WardConfig, tracker: TaskTracker) -> Result<Engine, EngineError> {
+        let socket = crate::sandbox::probe::docker_socket()
+            .to_string_lossy()
+            .into_owned();
         let unreachable = |why: String| EngineError::Unreachable {
             socket: socket.clone(),
             why,
@@ -139,6 +137,7 @@ impl Engine {
             supervisor_id: supervisor_id(cfg),
             image: cfg.runtime.container_image.clone(),
             api_version,
+            tracker,
         })
     }
 
@@ -356,7 +355,7 @@ impl Engine {
                 ..Default::default()
             }),
         );
-        tokio::spawn(async move {
+        self.tracker.spawn(async move {
             while let Some(Ok(chunk)) = logs.next().await {
                 let written = match chunk {
                     bollard::container::LogOutput::StdErr { message } => {
@@ -381,7 +380,7 @@ impl Engine {
         let (tx, rx) = oneshot::channel();
         let docker = self.docker.clone();
         let id = id.to_owned();
-        tokio::spawn(async move {
+        self.tracker.spawn(async move {
             let mut wait = docker.wait_container(
                 &id,
                 Some(WaitContainerOptions {

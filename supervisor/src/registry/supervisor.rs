@@ -59,24 +59,50 @@ pub struct Supervisor {
     pub docker: Option<Arc<crate::launch::container::Engine>>,
 }
 
-fn read_registry<'a>(
-    r: &'a RwLock<BTreeMap<VersionKey, Arc<VersionHandle>>>,
-) -> std::sync::RwLockReadGuard<'a, BTreeMap<VersionKey, Arc<VersionHandle>>> {
-    r.read().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write_registry<'a>(
-    r: &'a RwLock<BTreeMap<VersionKey, Arc<VersionHandle>>>,
-) -> std::sync::RwLockWriteGuard<'a, BTreeMap<VersionKey, Arc<VersionHandle>>> {
-    r.write().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Total memory of the host in MB, from /proc/meminfo.
 fn host_memory_mb() -> Option<u64> {
     crate::host::hardware::mem_total_mb(&std::fs::read_to_string("/proc/meminfo").ok()?)
 }
 
 impl Supervisor {
+    /// The registry's start-up: the host probes (off the async threads), the
+    /// cgroups earlier runs left, the Docker engine (when container mode is
+    /// enabled), and the first scan of the model root.
+    pub async fn start(
+        cfg: WardConfig,
+        worker_binary: PathBuf,
+    ) -> std::io::Result<Arc<Supervisor>> {
+        let host = crate::host::validation::probe();
+        let (isolation, runtime) = {
+            let (cfg, binary) = (cfg.clone(), worker_binary.clone());
+            tokio::task::spawn_blocking(move || Supervisor::probe(&cfg, &binary))
+                .await
+                .map_err(std::io::Error::other)?
+        };
+        tracing::info!(
+            landlock_abi = ?isolation.landlock_abi,
+            seccomp = isolation.seccomp_filter,
+            missing = ?isolation.missing,
+            "sandbox layers available on this host"
+        );
+        crate::sandbox::cgroup::cleanup_stale("ward-");
+        let tracker = TaskTracker::new();
+        let docker = docker_engine(&cfg, &worker_binary, &tracker).await;
+        let sup = Supervisor::build(
+            cfg,
+            host,
+            worker_binary,
+            isolation,
+            runtime,
+            docker,
+            tracker,
+        );
+        tracing::info!(budget_mb = sup.memory_budget_mb, "ward starting");
+        let report = sup.rescan().await?;
+        tracing::info!(added = report.added.len(), "initial scan done");
+        Ok(sup)
+    }
+
     /// `isolation` and `runtime` come from blocking probes: see [`Supervisor::probe`].
     pub fn new(
         cfg: WardConfig,
@@ -85,6 +111,27 @@ impl Supervisor {
         isolation: crate::sandbox::probe::IsolationReport,
         runtime: crate::sandbox::jail::RuntimePaths,
         docker: Option<crate::launch::container::Engine>,
+    ) -> Arc<Supervisor> {
+        let tracker = TaskTracker::new();
+        Supervisor::build(
+            cfg,
+            host,
+            worker_binary,
+            isolation,
+            runtime,
+            docker,
+            tracker,
+        )
+    }
+
+    fn build(
+        cfg: WardConfig,
+        host: HostInfo,
+        worker_binary: PathBuf,
+        isolation: crate::sandbox::probe::IsolationReport,
+        runtime: crate::sandbox::jail::RuntimePaths,
+        docker: Option<crate::launch::container::Engine>,
+        tracker: TaskTracker,
     ) -> Arc<Supervisor> {
         let memory_budget_mb = cfg
             .resources
@@ -98,7 +145,7 @@ impl Supervisor {
             registry: RwLock::new(BTreeMap::new()),
             changes: tokio::sync::Mutex::new(()),
             events,
-            tracker: TaskTracker::new(),
+            tracker,
             cancel: CancellationToken::new(),
             draining: AtomicBool::new(false),
             memory_budget_mb,
@@ -131,12 +178,31 @@ impl Supervisor {
         (isolation, runtime)
     }
 
+    /// Runs `task` as one of the supervisor's tasks: shutdown cancels
+    /// [`Supervisor::cancelled`] and then waits for it (bounded).
+    pub fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tracker.spawn(task)
+    }
+
+    /// A token cancelled when shutdown has stopped every worker; tasks that
+    /// must stop earlier take a child token and cancel it themselves.
+    pub fn cancelled(&self) -> CancellationToken {
+        self.cancel.child_token()
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
 
     pub fn versions(&self) -> Vec<Arc<VersionHandle>> {
-        read_registry(&self.registry).values().cloned().collect()
+        crate::sync::read(&self.registry)
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn statuses(&self) -> Vec<(VersionStatus, HealthReport)> {
@@ -154,7 +220,7 @@ impl Supervisor {
 
     /// Memory declared by versions holding (or about to hold) a worker.
     fn committed_mb(&self) -> u64 {
-        read_registry(&self.registry)
+        crate::sync::read(&self.registry)
             .values()
             .filter(|h| {
                 matches!(
@@ -191,7 +257,7 @@ impl Supervisor {
         let mut report = RescanReport::default();
 
         // Removed directories: unload (READY → UNLOADING → UNLOADED).
-        let gone: Vec<Arc<VersionHandle>> = read_registry(&self.registry)
+        let gone: Vec<Arc<VersionHandle>> = crate::sync::read(&self.registry)
             .iter()
             .filter(|(k, h)| !found.contains_key(*k) && h.state() != LifecycleState::Unloaded)
             .map(|(_, h)| h.clone())
@@ -204,7 +270,9 @@ impl Supervisor {
         // New directories (or ones that came back after being UNLOADED).
         let mut fresh = Vec::new();
         for (key, path) in &found {
-            let known = read_registry(&self.registry).get(key).map(|h| h.state());
+            let known = crate::sync::read(&self.registry)
+                .get(key)
+                .map(|h| h.state());
             match known {
                 Some(LifecycleState::Unloaded) | None => fresh.push((key.clone(), path.clone())),
                 Some(_) => report.unchanged += 1,
@@ -229,7 +297,7 @@ impl Supervisor {
                 &self.cfg,
                 self.events.clone(),
             ));
-            write_registry(&self.registry).insert(key.clone(), handle.clone());
+            crate::sync::write(&self.registry).insert(key.clone(), handle.clone());
             let _ = handle.set_state(LifecycleState::Validating, None);
             let host = self.host.clone();
             // Validation reads files: off the async threads, all at once.
@@ -313,7 +381,7 @@ impl Supervisor {
                 handle,
                 &self.tracker,
             );
-            write_registry(&self.registry).insert(key, Arc::new(started));
+            crate::sync::write(&self.registry).insert(key, Arc::new(started));
         }
     }
 
@@ -322,7 +390,7 @@ impl Supervisor {
         model: &str,
         version: Option<&str>,
     ) -> Result<Arc<VersionHandle>, InferFailure> {
-        let reg = read_registry(&self.registry);
+        let reg = crate::sync::read(&self.registry);
         let mut of_model = reg.iter().filter(|(k, _)| k.model == model).peekable();
         if of_model.peek().is_none() {
             return Err(InferFailure::new(
@@ -429,7 +497,7 @@ impl Supervisor {
             model: model.to_owned(),
             version: version.to_owned(),
         };
-        read_registry(&self.registry)
+        crate::sync::read(&self.registry)
             .get(&key)
             .cloned()
             .ok_or_else(|| InferFailure::new(ErrorCode::ModelNotFound, format!("no version {key}")))
@@ -477,5 +545,43 @@ impl Supervisor {
         self.cancel.cancel();
         self.tracker.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
+    }
+}
+
+/// The Docker engine for container workers, ready to use: connected, this
+/// supervisor's leftover containers removed, the worker image built. `None`
+/// (logged, and shown in each model's mode reason) when container mode is
+/// disabled or the engine cannot be used.
+async fn docker_engine(
+    cfg: &WardConfig,
+    binary: &std::path::Path,
+    tracker: &TaskTracker,
+) -> Option<crate::launch::container::Engine> {
+    if !cfg.runtime.docker_enabled
+        || !cfg
+            .runtime
+            .allowed_modes
+            .contains(&ward_config::Mode::Container)
+    {
+        return None;
+    }
+    let ready = async {
+        let engine = crate::launch::container::Engine::connect(cfg, tracker.clone()).await?;
+        let removed = engine.remove_leftovers().await?;
+        if removed > 0 {
+            tracing::info!(removed, "removed containers left by an earlier run");
+        }
+        let built = engine.ensure_image(binary).await?;
+        Ok::<_, crate::launch::container::EngineError>((engine, built))
+    };
+    match ready.await {
+        Ok((engine, built)) => {
+            tracing::info!(api = %engine.api_version, image = %engine.image, built, supervisor_id = %engine.supervisor_id, "container mode available");
+            Some(engine)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "container mode unavailable: models fall back to the other modes");
+            None
+        }
     }
 }

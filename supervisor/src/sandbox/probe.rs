@@ -271,7 +271,7 @@ fn userns_sysctls_allow() -> bool {
 
 /// The engine's socket: `DOCKER_HOST` when it names a Unix socket (as the
 /// Docker client and bollard read it), else the default path.
-fn docker_socket() -> PathBuf {
+pub fn docker_socket() -> PathBuf {
     std::env::var("DOCKER_HOST")
         .ok()
         .and_then(|host| host.strip_prefix("unix://").map(PathBuf::from))

@@ -15,8 +15,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::version::health::Health;
@@ -167,7 +167,7 @@ impl Metrics {
     ) {
         // A panic elsewhere while holding the lock leaves, at worst, one
         // request half-counted; losing all metrics over that would be worse.
-        let mut table = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut table = crate::sync::lock(&self.requests);
         let stats = stats_for(&mut table, model, version);
         stats.count_outcome(outcome);
         for (histogram, d) in stats.phases.iter_mut().zip([queue, inference, Some(total)]) {
@@ -205,11 +205,7 @@ impl Metrics {
     fn write(&self, out: &mut String, versions: &[VersionGauges<'_>]) -> fmt::Result {
         // Copy out and format without the lock, so a scrape of many models
         // never holds up the requests being counted.
-        let requests = self
-            .requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let requests = crate::sync::lock(&self.requests).clone();
 
         header(out, "ward_up", "gauge", "Whether the supervisor is up.")?;
         writeln!(out, "ward_up 1")?;

@@ -26,12 +26,8 @@ pub struct VersionHandle {
     events: broadcast::Sender<Event>,
 }
 
-/// Locks the shared status; a poisoned lock (a panic elsewhere) still holds
-/// valid data for reading and writing status fields.
 pub(crate) fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    shared
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    crate::sync::lock(shared)
 }
 
 impl VersionHandle {
@@ -256,7 +252,7 @@ pub fn start(
         shared: handle.shared.clone(),
         events: handle.events.clone(),
     };
-    let owner = Owner::new(setup, handle.shared.clone(), infer_rx);
+    let owner = Owner::new(setup, handle.shared.clone(), infer_rx, tracker.clone());
     tracker.spawn(owner.run(control_rx));
     handle
 }

@@ -28,10 +28,11 @@ use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, SeekFrom, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncSeekExt as _};
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::time::Timestamp;
@@ -498,12 +499,13 @@ impl Default for Tail {
 /// one: await the handle under a deadline (then abort it) so the worker's last
 /// lines are in the log before noting its exit.
 pub fn spawn_pipe(
+    tracker: &TaskTracker,
     reader: impl AsyncRead + Unpin + Send + 'static,
     stream: Stream,
     sink: Arc<tokio::sync::Mutex<LogFile>>,
     tail: Option<Arc<std::sync::Mutex<Tail>>>,
 ) -> JoinHandle<()> {
-    tokio::spawn(copy_lines(reader, stream, sink, tail))
+    tracker.spawn(copy_lines(reader, stream, sink, tail))
 }
 
 async fn copy_lines(
@@ -551,7 +553,7 @@ async fn copy_lines(
 /// Locks the tail, if any. A panic while it was held cannot have left it
 /// inconsistent (every update is one push), so a poisoned lock is used as is.
 fn lock_tail(tail: Option<&std::sync::Mutex<Tail>>) -> Option<std::sync::MutexGuard<'_, Tail>> {
-    tail.map(|t| t.lock().unwrap_or_else(PoisonError::into_inner))
+    tail.map(crate::sync::lock)
 }
 
 /// Splits a byte stream into lines of at most [`MAX_LINE_BYTES`], holding at
@@ -773,7 +775,7 @@ mod tests {
         let path = log.path().to_owned();
         let sink = Arc::new(tokio::sync::Mutex::new(log));
         let (mut tx, rx) = tokio::io::duplex(1 << 16);
-        let task = spawn_pipe(rx, Stream::Stdout, sink, None);
+        let task = spawn_pipe(&TaskTracker::new(), rx, Stream::Stdout, sink, None);
         // One write, so most likely one read and one batch with two rotations.
         let text: String = (0..12).map(|i| format!("{i:04}\n")).collect();
         tx.write_all(text.as_bytes()).await.unwrap();
@@ -854,7 +856,13 @@ mod tests {
         let tail = Arc::new(std::sync::Mutex::new(Tail::new(5)));
         // A small pipe, so the reader sees the flood in many reads.
         let (mut tx, rx) = tokio::io::duplex(4096);
-        let task = spawn_pipe(rx, Stream::Stderr, sink, Some(Arc::clone(&tail)));
+        let task = spawn_pipe(
+            &TaskTracker::new(),
+            rx,
+            Stream::Stderr,
+            sink,
+            Some(Arc::clone(&tail)),
+        );
         const FLOOD: usize = 200 * 1024;
         let writer = tokio::spawn(async move {
             tx.write_all(&[b'x'; FLOOD]).await.unwrap();
@@ -903,12 +911,14 @@ mod tests {
             .spawn()
             .unwrap();
         let out = spawn_pipe(
+            &TaskTracker::new(),
             child.stdout.take().unwrap(),
             Stream::Stdout,
             Arc::clone(&sink),
             None,
         );
         let err = spawn_pipe(
+            &TaskTracker::new(),
             child.stderr.take().unwrap(),
             Stream::Stderr,
             Arc::clone(&sink),
@@ -954,7 +964,7 @@ mod tests {
         let path = log.path().to_owned();
         let sink = Arc::new(tokio::sync::Mutex::new(log));
         let (mut tx, rx) = tokio::io::duplex(1 << 16);
-        let task = spawn_pipe(rx, Stream::Stdout, sink, None);
+        let task = spawn_pipe(&TaskTracker::new(), rx, Stream::Stdout, sink, None);
         let mut data = vec![b'a'; MAX_LINE_BYTES];
         data.extend_from_slice(b"\nb\n");
         tx.write_all(&data).await.unwrap();

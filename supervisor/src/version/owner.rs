@@ -17,6 +17,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 use ward_config::{ModelContract, WardConfig};
 use ward_protocol::{
     FromWorker, InferErrorKind, InferRequest, Loaded, ProtocolError, RequestId, ToWorker,
@@ -70,6 +71,9 @@ pub(crate) struct Owner {
     target: Target,
     /// What the current worker holds on the host (cgroup, jail dir).
     footprint: Footprint,
+    /// The supervisor's tasks: this task's helpers (log pipes) join them, so
+    /// that shutdown waits for them too.
+    tracker: TaskTracker,
     /// `None` when the log directory is unusable: output is then drained and dropped.
     log: Option<Arc<tokio::sync::Mutex<LogFile>>>,
     tail: Arc<Mutex<Tail>>,
@@ -83,6 +87,7 @@ impl Owner {
         setup: VersionSetup,
         shared: Arc<Mutex<Shared>>,
         infer_rx: mpsc::Receiver<InferCall>,
+        tracker: TaskTracker,
     ) -> Owner {
         let cfg = setup.cfg;
         let log = LogFile::open(&cfg.log_dir, &setup.key.model, &setup.key.version, cfg.logs.max_bytes, cfg.logs.keep)
@@ -103,6 +108,7 @@ impl Owner {
             declared_mb: setup.declared_memory_mb,
             target: setup.target,
             footprint: Footprint::default(),
+            tracker,
             log,
             tail: Arc::new(Mutex::new(Tail::new(TAIL_LINES))),
         }
@@ -364,7 +370,7 @@ impl Owner {
         let Some(log) = &self.log else {
             // Drain anyway: a worker blocked on a full pipe would look hung.
             for pipe in [out, err].into_iter().flatten() {
-                tokio::spawn(async move {
+                self.tracker.spawn(async move {
                     let mut pipe = pipe;
                     let _ = tokio::io::copy(&mut pipe, &mut tokio::io::sink()).await;
                 });
@@ -379,10 +385,11 @@ impl Owner {
             ))
             .await;
         if let Some(out) = out {
-            crate::version::logs::spawn_pipe(out, Stream::Stdout, log.clone(), None);
+            crate::version::logs::spawn_pipe(&self.tracker, out, Stream::Stdout, log.clone(), None);
         }
         if let Some(err) = err {
             crate::version::logs::spawn_pipe(
+                &self.tracker,
                 err,
                 Stream::Stderr,
                 log.clone(),
@@ -621,7 +628,7 @@ impl Owner {
     }
 
     fn exit(&self, cause: ExitCause, status: String) -> LastExit {
-        let stderr_tail = self.tail.lock().map(|t| t.lines()).unwrap_or_default();
+        let stderr_tail = crate::sync::lock(&self.tail).lines();
         LastExit {
             at_ms: now_ms(),
             cause,

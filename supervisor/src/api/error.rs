@@ -1,0 +1,94 @@
+//! The API's one error type: every failure is `{"error": "...", "code":
+//! "..."}` with a matching status, the code always an [`ErrorCode`]. A
+//! client's mistake is a 4xx with its reason; an internal fault is a 500 that
+//! never echoes internal text — it is logged with a request id, and the
+//! client gets the id.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::errors::{ErrorCode, InferFailure};
+
+/// The one error type of the API.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidInput, message)
+    }
+
+    /// An internal fault: `what` failed because of `error`. Both are logged
+    /// under a fresh request id; the client sees only the id.
+    pub fn internal(what: &str, error: &dyn std::error::Error) -> ApiError {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = format!(
+            "{:x}-{}",
+            crate::time::now_ms(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        tracing::error!(request_id = %id, error = %crate::errors::error_chain(error), "{what} failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            format!("internal error (request id {id}; the server log has the details)"),
+        )
+    }
+}
+
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::ModelNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::VersionRequired | ErrorCode::InvalidInput => StatusCode::BAD_REQUEST,
+        ErrorCode::ModelNotReady | ErrorCode::Overloaded | ErrorCode::ShuttingDown => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorCode::WorkerCrashed | ErrorCode::ModelError | ErrorCode::InvalidOutput => {
+            StatusCode::BAD_GATEWAY
+        }
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<InferFailure> for ApiError {
+    fn from(f: InferFailure) -> ApiError {
+        ApiError::new(status_of(f.code), f.code, f.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let overloaded = self.code == ErrorCode::Overloaded;
+        let mut resp = (
+            self.status,
+            Json(json!({ "error": self.message, "code": self.code })),
+        )
+            .into_response();
+        if overloaded {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,365 @@
+//! Inference over HTTP: the Open Inference Protocol's infer routes (JSON
+//! tensors and the binary tensor data extension) and ward's frame route.
+//! Every request that reaches a model version is counted in the metrics once,
+//! in [`observe`], with one set of labels.
+
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use ward_protocol::{Frame, ImageFormat, InferInput, Tensor};
+
+use crate::api::error::ApiError;
+use crate::api::state::{App, Body, Shared};
+use crate::api::tensor_json;
+use crate::errors::ErrorCode;
+use crate::version::handle::VersionHandle;
+use crate::version::status::InferResult;
+
+/// A KServe v2 inference request's JSON (header).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferBody {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub parameters: Option<serde_json::Map<String, Value>>,
+    pub inputs: Vec<tensor_json::InputTensor>,
+    #[serde(default)]
+    pub outputs: Vec<RequestedOutput>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestedOutput {
+    pub name: String,
+    #[serde(default)]
+    pub parameters: Option<serde_json::Map<String, Value>>,
+}
+
+const HEADER_LENGTH: &str = "inference-header-content-length";
+
+pub async fn infer_unversioned(
+    State(app): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    infer(app, name, None, headers, body).await
+}
+
+pub async fn infer_versioned(
+    State(app): State<Shared>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    infer(app, name, Some(version), headers, body).await
+}
+
+fn param_bool(p: &Option<serde_json::Map<String, Value>>, key: &str) -> bool {
+    p.as_ref()
+        .and_then(|p| p.get(key))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+/// Decodes a JSON or binary-extension request into tensors.
+fn decode_request(headers: &HeaderMap, body: &Bytes) -> Result<(InferBody, Vec<Tensor>), ApiError> {
+    let header_len = headers
+        .get(HEADER_LENGTH)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request("Inference-Header-Content-Length must be a whole number")
+                })
+        })
+        .transpose()?;
+    let (json_part, mut binary) = match header_len {
+        Some(n) if n > body.len() => {
+            return Err(ApiError::bad_request(format!(
+                "Inference-Header-Content-Length is {n} but the body has only {} bytes",
+                body.len()
+            )));
+        }
+        Some(n) => (&body[..n], &body[n..]),
+        None => (&body[..], &[][..]),
+    };
+    let mut req: InferBody = serde_json::from_slice(json_part)
+        .map_err(|e| ApiError::bad_request(format!("malformed inference request: {e}")))?;
+    let mut tensors = Vec::with_capacity(req.inputs.len());
+    for input in std::mem::take(&mut req.inputs) {
+        let t = match input.binary_size() {
+            Some(size) => {
+                let size = size.map_err(|e| ApiError::bad_request(e.to_string()))?;
+                if size > binary.len() {
+                    return Err(ApiError::bad_request(format!(
+                        "input {:?} declares {size} bytes of binary data but only {} remain",
+                        input.name,
+                        binary.len()
+                    )));
+                }
+                let (mine, rest) = binary.split_at(size);
+                binary = rest;
+                input.into_binary_tensor(mine.to_vec())
+            }
+            None => input.into_tensor(),
+        };
+        tensors.push(t.map_err(|e| ApiError::bad_request(e.to_string()))?);
+    }
+    if !binary.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "{} bytes of binary data are not claimed by any input",
+            binary.len()
+        )));
+    }
+    Ok((req, tensors))
+}
+
+async fn infer(
+    app: Shared,
+    name: String,
+    version: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let handle = app.sup.version(&name, version.as_deref())?;
+    let outcome = respond(&app, &handle, &name, &headers, &body).await;
+    observe(
+        &app,
+        &handle,
+        started,
+        outcome
+            .as_ref()
+            .map(|(_, spent)| *spent)
+            .map_err(|e| e.code),
+    );
+    outcome.map(|(response, _)| response)
+}
+
+/// Where a request that a model answered spent its time.
+#[derive(Debug, Clone, Copy)]
+struct Spent {
+    queue: Duration,
+    inference: Duration,
+}
+
+impl Spent {
+    fn of(r: &InferResult) -> Spent {
+        let t = &r.timings;
+        Spent {
+            queue: Duration::from_micros(r.queue_us),
+            inference: Duration::from_micros(t.preprocess_us + t.infer_us + t.postprocess_us),
+        }
+    }
+}
+
+/// Counts one request that reached a model version, with its outcome and,
+/// when the model answered, where the time went.
+fn observe(app: &App, handle: &VersionHandle, started: Instant, outcome: Result<Spent, ErrorCode>) {
+    app.metrics.observe_request(
+        &handle.key.model,
+        &handle.key.version,
+        outcome.map_or_else(ErrorCode::as_str, |_| "ok"),
+        outcome.ok().map(|s| s.queue),
+        outcome.ok().map(|s| s.inference),
+        started.elapsed(),
+    );
+}
+
+/// Decodes, runs and encodes one request.
+async fn respond(
+    app: &App,
+    handle: &VersionHandle,
+    name: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(Response, Spent), ApiError> {
+    let (req, tensors) = decode_request(headers, body)?;
+    let timeout = req
+        .parameters
+        .as_ref()
+        .and_then(|p| p.get("timeout_ms"))
+        .map(|v| {
+            v.as_u64().ok_or_else(|| {
+                ApiError::bad_request("parameters.timeout_ms must be a whole number")
+            })
+        })
+        .transpose()?
+        .map(Duration::from_millis);
+    let wanted: Vec<String> = req.outputs.iter().map(|o| o.name.clone()).collect();
+    let result = app
+        .sup
+        .infer(handle, InferInput::Tensors(tensors), wanted, timeout)
+        .await?;
+    let spent = Spent::of(&result);
+    let all_binary = param_bool(&req.parameters, "binary_data_output");
+    let binary_for = |t: &Tensor| {
+        all_binary
+            || req
+                .outputs
+                .iter()
+                .any(|o| o.name == t.name && param_bool(&o.parameters, "binary_data"))
+    };
+    let mut outputs = Vec::with_capacity(result.outputs.len());
+    let mut blobs: Vec<&[u8]> = Vec::new();
+    for t in &result.outputs {
+        if binary_for(t) {
+            outputs.push(json!({
+                "name": t.name, "datatype": t.datatype.as_str(), "shape": t.shape,
+                "parameters": { "binary_data_size": t.data.len() },
+            }));
+            blobs.push(&t.data);
+        } else {
+            outputs.push(tensor_json::output_json(t));
+        }
+    }
+    let mut resp =
+        json!({ "model_name": name, "model_version": handle.key.version, "outputs": outputs });
+    if let Some(id) = req.id {
+        resp["id"] = json!(id);
+    }
+    if let Some(s) = &result.structured {
+        // The OIP's parameters hold scalars: the schema output travels as JSON text.
+        resp["parameters"] = json!({ "structured": s.to_string() });
+    }
+    if blobs.is_empty() {
+        return Ok((Json(resp).into_response(), spent));
+    }
+    let header_json = resp.to_string();
+    let mut body =
+        Vec::with_capacity(header_json.len() + blobs.iter().map(|b| b.len()).sum::<usize>());
+    body.extend_from_slice(header_json.as_bytes());
+    for b in blobs {
+        body.extend_from_slice(b);
+    }
+    let mut response = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
+    response
+        .headers_mut()
+        .insert(HEADER_LENGTH, HeaderValue::from(header_json.len()));
+    Ok((response, spent))
+}
+
+#[derive(Deserialize)]
+pub struct FrameQuery {
+    pub frame_id: Option<String>,
+    pub camera_id: Option<String>,
+}
+
+/// One picture in, the model's schema output out (spec 003 §5.2).
+pub async fn frame_infer(
+    State(app): State<Shared>,
+    Path((name, version)): Path<(String, String)>,
+    Query(q): Query<FrameQuery>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    let started = Instant::now();
+    let handle = app.sup.version(&name, Some(&version))?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let format = match content_type.split(';').next().unwrap_or("").trim() {
+        "image/jpeg" | "image/jpg" => ImageFormat::Jpeg,
+        "image/png" => ImageFormat::Png,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::InvalidInput,
+                format!("Content-Type must be image/jpeg or image/png, not {other:?}"),
+            ));
+        }
+    };
+    if handle
+        .contract
+        .as_ref()
+        .is_some_and(|c| c.input.frame.is_none())
+    {
+        return Err(ApiError::bad_request(format!(
+            "{name}@{version} takes tensors, not frames"
+        )));
+    }
+    let frame = Frame {
+        format,
+        data: body.to_vec(),
+        frame_id: q.frame_id.clone(),
+        camera_id: q.camera_id.clone(),
+    };
+    let outcome = app
+        .sup
+        .infer(&handle, InferInput::Frame(frame), Vec::new(), None)
+        .await;
+    observe(
+        &app,
+        &handle,
+        started,
+        outcome.as_ref().map(Spent::of).map_err(|f| f.code),
+    );
+    let result = outcome?;
+    let Some(structured) = result.structured else {
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            ErrorCode::InvalidOutput,
+            "the model produced no schema output for this frame",
+        ));
+    };
+    Ok(Json(json!({
+        "model_id": name,
+        "version": version,
+        "frame_id": q.frame_id,
+        "camera_id": q.camera_id,
+        "result": structured,
+        "inference_ms": result.total_us as f64 / 1e3,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_extension_requests_split_header_and_data() {
+        let header = r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":8}}]}"#;
+        let mut body = header.as_bytes().to_vec();
+        body.extend_from_slice(&1.5f32.to_le_bytes());
+        body.extend_from_slice(&2.5f32.to_le_bytes());
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_LENGTH, HeaderValue::from(header.len()));
+        let (_, tensors) = decode_request(&headers, &Bytes::from(body.clone())).unwrap();
+        assert_eq!(tensors[0].to_f32().unwrap(), vec![1.5, 2.5]);
+        // Lies about sizes are named, never a panic.
+        headers.insert(HEADER_LENGTH, HeaderValue::from(body.len() + 1));
+        assert!(
+            decode_request(&headers, &Bytes::from(body.clone()))
+                .unwrap_err()
+                .message
+                .contains("has only")
+        );
+        let mut short = body.clone();
+        short.pop();
+        headers.insert(HEADER_LENGTH, HeaderValue::from(header.len()));
+        assert!(
+            decode_request(&headers, &Bytes::from(short))
+                .unwrap_err()
+                .message
+                .contains("only 7 remain")
+        );
+        let mut long = body;
+        long.push(0);
+        assert!(
+            decode_request(&headers, &Bytes::from(long))
+                .unwrap_err()
+                .message
+                .contains("not claimed")
+        );
+    }
+}
