@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use ward_protocol::{FrameLimit, ProtocolError};
 
-use crate::server::{self, Exit, Server};
+use crate::error_chain::error_chain;
+use crate::execute::Exit;
+use crate::server::{self, Server};
 
 const USAGE: &str = "\
 usage: ward-worker (--socket PATH | --fd N) [--max-frame BYTES] [--spin-us MICROSECONDS]
@@ -104,13 +106,7 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_BACKEND_DIED)
         }
         Err(e) => {
-            let mut msg = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            eprintln!("ward-worker: {msg}");
+            eprintln!("ward-worker: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }

@@ -43,7 +43,7 @@ use std::thread::JoinHandle;
 use ward_protocol::RequestId;
 
 use crate::backend::Infer;
-use crate::server::{Exit, Out, Queued, execute, lock};
+use crate::execute::{Exit, Out, Queued, execute, lock};
 
 /// A lane runs ONNX Runtime on its own stack: as much as the main thread's.
 const LANE_STACK: usize = 8 << 20;
@@ -247,10 +247,7 @@ fn lane<B: Infer, W: Write>(
         // No longer running once its answer is on its way: a `Ping` read after
         // the answer never counts it.
         lock(&pool.state).running -= 1;
-        let sent = match ran {
-            Ok(answer) => lock(out).answer(answer).map_err(Exit::from),
-            Err(fatal) => Err(Exit::Backend(fatal)),
-        };
+        let sent = ran.and_then(|answer| lock(out).answer(answer).map_err(Exit::from));
         if let Err(why) = sent {
             pool.fail(why);
             return;

@@ -6,12 +6,17 @@
 //! `Hello`, waits for `Welcome`, loads its model on `Load`, then serves
 //! requests until the socket closes or `Shutdown` arrives. It knows nothing of
 //! other models or of HTTP.
+//!
+//! The event loop is `server`; `lanes` run requests in parallel for models
+//! that ask for several threads; what both share lives in `execute`, which
+//! imports neither. `backend` loads and runs the model (preprocess, input
+//! check, ONNX or Python, postprocess); `jail` confines an untrusted plugin
+//! before the worker starts.
 
 pub mod backend;
-pub mod check;
-pub mod classify;
 pub mod cli;
-pub mod frame;
+mod error_chain;
+pub mod execute;
 pub mod jail;
 mod lanes;
 pub mod server;

@@ -18,175 +18,19 @@ use std::collections::VecDeque;
 use std::io::{BufReader, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use ward_protocol::{
-    FrameLimit, FromWorker, Hello, InferError, InferErrorKind, InferOk, InferRequest,
-    LoadErrorKind, LoadFailed, PROTOCOL_VERSION, ProtocolError, RequestId, ToWorker, WorkerStats,
-    read_message, write_message,
+    FrameLimit, FromWorker, Hello, InferErrorKind, LoadErrorKind, LoadFailed, PROTOCOL_VERSION,
+    ProtocolError, ToWorker, WorkerStats, read_message,
 };
 
-use crate::backend::{self, Backend, Failure, Infer, Serving};
+use crate::backend::{self, Backend, Serving};
+use crate::execute::{Answer, Exit, Out, Queued, execute, lock, refusal};
 use crate::lanes::Lanes;
 use crate::stats;
-
-/// Why the worker stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum Exit {
-    #[error("the supervisor refused the handshake: {0}")]
-    Refused(String),
-    #[error("protocol error")]
-    Protocol(#[from] ProtocolError),
-    /// The backend died under a request (e.g. the plugin process exited).
-    #[error("backend failure: {0}")]
-    Backend(String),
-}
-
-/// A request waiting to run.
-pub(crate) struct Queued {
-    pub req: InferRequest,
-    pub deadline: Instant,
-}
-
-impl Queued {
-    pub fn new(req: InferRequest) -> Queued {
-        let deadline = Instant::now() + Duration::from_micros(req.budget_us);
-        Queued { req, deadline }
-    }
-}
-
-/// A request's answer: `InferOk` or `InferErr`.
-pub(crate) type Answer = Result<InferOk, InferError>;
-
-fn refusal(id: RequestId, kind: InferErrorKind, message: impl Into<String>) -> Answer {
-    Err(InferError {
-        id,
-        kind,
-        message: message.into(),
-        exception: None,
-    })
-}
-
-/// The socket's writing half and the answer counts, shared by the event loop
-/// and the lanes: a frame is written whole under the lock.
-pub(crate) struct Out<W> {
-    writer: W,
-    limit: FrameLimit,
-    buf: Vec<u8>,
-    served: u64,
-    failed: u64,
-}
-
-impl<W: Write> Out<W> {
-    pub fn new(writer: W, limit: FrameLimit) -> Out<W> {
-        Out {
-            writer,
-            limit,
-            buf: Vec::new(),
-            served: 0,
-            failed: 0,
-        }
-    }
-
-    pub fn send(&mut self, msg: &FromWorker) -> Result<(), ProtocolError> {
-        write_message(&mut self.writer, msg, self.limit, &mut self.buf)
-    }
-
-    /// Sends a request's answer and counts it; an output too large for one
-    /// frame becomes an `InvalidOutput` error.
-    pub fn answer(&mut self, answer: Answer) -> Result<(), ProtocolError> {
-        match answer {
-            Ok(ok) => {
-                let id = ok.id;
-                match self.send(&FromWorker::InferOk(ok)) {
-                    Ok(()) => {
-                        self.served += 1;
-                        Ok(())
-                    }
-                    Err(ProtocolError::FrameTooLarge { len, max }) => self.answer(refusal(
-                        id,
-                        InferErrorKind::InvalidOutput,
-                        format!(
-                            "the model's output ({len} bytes) exceeds the {max}-byte frame limit"
-                        ),
-                    )),
-                    Err(e) => Err(e),
-                }
-            }
-            Err(e) => {
-                self.failed += 1;
-                self.send(&FromWorker::InferErr(e))
-            }
-        }
-    }
-}
-
-/// Locks `m`, whether or not a thread panicked while holding it (a panicking
-/// lane ends the worker anyway; see `lanes.rs`).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Runs one queued request on `backend` (none: nothing is loaded yet): its
-/// answer, or the message of the backend's fatal failure.
-pub(crate) fn execute<B: Infer + ?Sized>(
-    backend: Option<&mut B>,
-    q: Queued,
-) -> Result<Answer, String> {
-    let id = q.req.id;
-    if Instant::now() >= q.deadline {
-        return Ok(refusal(
-            id,
-            InferErrorKind::Timeout,
-            "the deadline passed before the request ran",
-        ));
-    }
-    let Some(backend) = backend else {
-        return Ok(refusal(id, InferErrorKind::Internal, "no model is loaded"));
-    };
-    match backend.infer(q.req.input) {
-        Ok(mut outcome) => {
-            let wanted = &q.req.outputs;
-            if !wanted.is_empty() {
-                if let Some(missing) = wanted
-                    .iter()
-                    .find(|n| !outcome.outputs.iter().any(|t| &t.name == *n))
-                {
-                    let names: Vec<&str> =
-                        outcome.outputs.iter().map(|t| t.name.as_str()).collect();
-                    return Ok(refusal(
-                        id,
-                        InferErrorKind::InvalidInput,
-                        format!(
-                            "unknown output {missing:?} (the model produces: {})",
-                            names.join(", ")
-                        ),
-                    ));
-                }
-                outcome.outputs.retain(|t| wanted.contains(&t.name));
-            }
-            Ok(Ok(InferOk {
-                id,
-                outputs: outcome.outputs,
-                structured: outcome.structured,
-                timings: outcome.timings,
-            }))
-        }
-        Err(Failure::Request {
-            kind,
-            message,
-            exception,
-        }) => Ok(Err(InferError {
-            id,
-            kind,
-            message,
-            exception,
-        })),
-        Err(Failure::Fatal(message)) => Err(message),
-    }
-}
 
 /// How requests run once a model is loaded.
 enum Engine {
@@ -390,10 +234,11 @@ impl<S: Read + Write + AsFd + Send + 'static> Server<S> {
                 };
                 let rss_bytes = stats::rss_bytes();
                 let mut out = lock(&self.out);
+                let (requests_served, requests_failed) = out.counts();
                 let stats = WorkerStats {
                     rss_bytes,
-                    requests_served: out.served,
-                    requests_failed: out.failed,
+                    requests_served,
+                    requests_failed,
                     in_flight: in_flight as u32,
                 };
                 out.send(&FromWorker::Pong { seq, stats })?;
@@ -441,7 +286,7 @@ impl<S: Read + Write + AsFd + Send + 'static> Server<S> {
             Engine::Inline(backend) => Some(backend),
             _ => None,
         };
-        let answer = execute(backend, q).map_err(Exit::Backend)?;
+        let answer = execute(backend, q)?;
         Ok(self.answer(answer)?)
     }
 }

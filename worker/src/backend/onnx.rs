@@ -19,15 +19,15 @@ use ort::value::{
     DynTensor, DynTensorValueType, Tensor as OrtTensor, TensorElementType, TensorRef, ValueType,
 };
 use serde_json::Value;
-use ward_config::{ModelContract, TensorSpec};
+use thiserror::Error;
+use ward_config::{ModelContract, TensorSpec, fmt_shape, shape_fits};
 use ward_protocol::{
     DataType, Device, InferInput, LoadErrorKind, LoadFailed, LoadRequest, Tensor, TensorInfo,
     Timings,
 };
 
-use super::{Failure, Outcome};
-use crate::check::{self, fmt_shape};
-use crate::{classify, frame};
+use super::{Failure, Outcome, check, postprocess, preprocess};
+use crate::error_chain::error_chain;
 
 static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
 
@@ -127,62 +127,150 @@ fn element_type(d: DataType) -> TensorElementType {
     }
 }
 
+/// Which half of the model's signature a tensor belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Input,
+    Output,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Input => "input",
+            Side::Output => "output",
+        })
+    }
+}
+
+/// Why the model's real signature does not match `model.yaml`: a
+/// `TensorMismatch` load failure, naming the first tensor that differs.
+#[derive(Debug, Error)]
+enum SignatureError {
+    #[error("tensor {name:?} has unsupported element type {ty}")]
+    Unsupported { name: String, ty: TensorElementType },
+    #[error("{name:?} is not a tensor but {found:?}")]
+    NotTensor { name: String, found: Box<ValueType> },
+    #[error(
+        "declared {side} tensor {name:?} does not exist in the model (it has: {})",
+        .has.join(", ")
+    )]
+    Absent {
+        side: Side,
+        name: String,
+        has: Vec<String>,
+    },
+    #[error("{side} tensor {name:?} is declared {declared} but the model's is {actual}")]
+    Datatype {
+        side: Side,
+        name: String,
+        declared: DataType,
+        actual: DataType,
+    },
+    #[error(
+        "{side} tensor {name:?} is declared {} but the model's is {}",
+        fmt_shape(.declared),
+        fmt_shape(.actual)
+    )]
+    Shape {
+        side: Side,
+        name: String,
+        declared: Vec<i64>,
+        actual: Vec<i64>,
+    },
+    #[error("the model's {side} tensor {name:?} is not declared in model.yaml")]
+    Undeclared { side: Side, name: String },
+}
+
+impl From<SignatureError> for LoadFailed {
+    fn from(e: SignatureError) -> LoadFailed {
+        failed(LoadErrorKind::TensorMismatch, e.to_string())
+    }
+}
+
+/// Why an output of ONNX Runtime cannot become a tensor of the protocol.
+#[derive(Debug, Error)]
+enum OutputError {
+    #[error("output {name:?} is not a tensor")]
+    NotTensor { name: String },
+    #[error("output {name:?} has unsupported element type {ty}")]
+    Unsupported { name: String, ty: TensorElementType },
+    #[error("cannot read output {name:?}")]
+    Read {
+        name: String,
+        #[source]
+        source: ort::Error,
+    },
+}
+
 /// The model's real signature, as ONNX Runtime reports it.
-fn outlets(list: &[ort::value::Outlet]) -> Result<Vec<TensorInfo>, String> {
+fn outlets(list: &[ort::value::Outlet]) -> Result<Vec<TensorInfo>, SignatureError> {
     list.iter()
         .map(|o| match o.dtype() {
             ValueType::Tensor { ty, shape, .. } => Ok(TensorInfo {
                 name: o.name().to_owned(),
-                datatype: datatype(*ty).ok_or_else(|| {
-                    format!("tensor {:?} has unsupported element type {ty}", o.name())
+                datatype: datatype(*ty).ok_or_else(|| SignatureError::Unsupported {
+                    name: o.name().to_owned(),
+                    ty: *ty,
                 })?,
                 shape: shape.to_vec(),
             }),
-            other => Err(format!("{:?} is not a tensor but {other:?}", o.name())),
+            other => Err(SignatureError::NotTensor {
+                name: o.name().to_owned(),
+                found: Box::new(other.clone()),
+            }),
         })
         .collect()
 }
 
 /// Compares declared tensors with the model's, naming the first tensor that differs.
-fn compare(kind: &str, declared: &[TensorSpec], actual: &[TensorInfo]) -> Result<(), String> {
+fn compare(
+    side: Side,
+    declared: &[TensorSpec],
+    actual: &[TensorInfo],
+) -> Result<(), SignatureError> {
     for d in declared {
         let Some(a) = actual.iter().find(|a| a.name == d.name) else {
-            let names: Vec<&str> = actual.iter().map(|a| a.name.as_str()).collect();
-            return Err(format!(
-                "declared {kind} tensor {:?} does not exist in the model (it has: {})",
-                d.name,
-                names.join(", ")
-            ));
+            return Err(SignatureError::Absent {
+                side,
+                name: d.name.clone(),
+                has: actual.iter().map(|a| a.name.clone()).collect(),
+            });
         };
         if a.datatype != d.datatype {
-            return Err(format!(
-                "{kind} tensor {:?} is declared {} but the model's is {}",
-                d.name, d.datatype, a.datatype
-            ));
+            return Err(SignatureError::Datatype {
+                side,
+                name: d.name.clone(),
+                declared: d.datatype,
+                actual: a.datatype,
+            });
         }
-        // A declared fixed size may narrow a dynamic one; anything else must agree.
-        let fits = a.shape.len() == d.shape.len()
-            && a.shape
-                .iter()
-                .zip(&d.shape)
-                .all(|(a, d)| a == d || *a == -1);
-        if !fits {
-            return Err(format!(
-                "{kind} tensor {:?} is declared {} but the model's is {}",
-                d.name,
-                fmt_shape(&d.shape),
-                fmt_shape(&a.shape)
-            ));
+        // A declared fixed size may narrow a dynamic one; anything else must
+        // agree. So the model's shape is the pattern here, its -1 taking any
+        // declared size, and a declared -1 fits only the model's own -1: it
+        // becomes u64::MAX, a size no model dimension (an i64) can have.
+        let narrowed: Vec<u64> = d
+            .shape
+            .iter()
+            .map(|d| u64::try_from(*d).unwrap_or(u64::MAX))
+            .collect();
+        if !shape_fits(&a.shape, &narrowed) {
+            return Err(SignatureError::Shape {
+                side,
+                name: d.name.clone(),
+                declared: d.shape.clone(),
+                actual: a.shape.clone(),
+            });
         }
     }
     if let Some(a) = actual
         .iter()
         .find(|a| !declared.iter().any(|d| d.name == a.name))
     {
-        return Err(format!(
-            "the model's {kind} tensor {:?} is not declared in model.yaml",
-            a.name
-        ));
+        return Err(SignatureError::Undeclared {
+            side,
+            name: a.name.clone(),
+        });
     }
     Ok(())
 }
@@ -286,14 +374,10 @@ impl OnnxBackend {
                 ),
             )
         })?;
-        let inputs =
-            outlets(session.inputs()).map_err(|e| failed(LoadErrorKind::TensorMismatch, e))?;
-        let outputs =
-            outlets(session.outputs()).map_err(|e| failed(LoadErrorKind::TensorMismatch, e))?;
-        compare("input", &contract.input.tensors, &inputs)
-            .map_err(|e| failed(LoadErrorKind::TensorMismatch, e))?;
-        compare("output", &contract.output.tensors, &outputs)
-            .map_err(|e| failed(LoadErrorKind::TensorMismatch, e))?;
+        let inputs = outlets(session.inputs())?;
+        let outputs = outlets(session.outputs())?;
+        compare(Side::Input, &contract.input.tensors, &inputs)?;
+        compare(Side::Output, &contract.output.tensors, &outputs)?;
         let labels = match contract
             .output
             .classifier
@@ -323,9 +407,8 @@ impl OnnxBackend {
     pub fn infer(&mut self, input: InferInput) -> Result<Outcome, Failure> {
         let started = Instant::now();
         let tensors = match input {
-            InferInput::Tensors(t) => {
-                check::inputs(&self.contract.input.tensors, t).map_err(Failure::invalid)?
-            }
+            InferInput::Tensors(t) => check::inputs(&self.contract.input.tensors, t)
+                .map_err(|e| Failure::invalid(error_chain(&e)))?,
             InferInput::Frame(f) => {
                 let (Some(spec), Some(target)) = (
                     &self.contract.input.frame,
@@ -333,8 +416,9 @@ impl OnnxBackend {
                 ) else {
                     return Err(Failure::invalid("this model takes tensors, not frames"));
                 };
-                let pixels = frame::decode(&f, spec).map_err(|e| Failure::invalid(e.0))?;
-                vec![frame::to_tensor(
+                let pixels =
+                    preprocess::decode(&f, spec).map_err(|e| Failure::invalid(error_chain(&e)))?;
+                vec![preprocess::to_tensor(
                     pixels,
                     spec,
                     &target.name,
@@ -354,23 +438,18 @@ impl OnnxBackend {
         let ran = Instant::now();
         let mut outputs = Vec::with_capacity(results.len());
         for (name, value) in results.iter() {
-            outputs.push(output_tensor(name, &value).map_err(Failure::internal)?);
+            let t = output_tensor(name, &value).map_err(|e| Failure::internal(error_chain(&e)))?;
+            outputs.push(t);
         }
         drop(results);
-        let structured =
-            match &self.contract.output.classifier {
-                Some(spec) => Some(
-                    Value::Object(classify::classify(spec, &self.labels, &outputs).map_err(
-                        |e| Failure::Request {
-                            kind: ward_protocol::InferErrorKind::InvalidOutput,
-                            message: e,
-                            exception: None,
-                        },
-                    )?)
-                    .to_string(),
-                ),
-                None => None,
-            };
+        let structured = match &self.contract.output.classifier {
+            Some(spec) => {
+                let fields = postprocess::classify(spec, &self.labels, &outputs)
+                    .map_err(|e| Failure::invalid_output(error_chain(&e)))?;
+                Some(Value::Object(fields).to_string())
+            }
+            None => None,
+        };
         let done = Instant::now();
         Ok(Outcome {
             outputs,
@@ -513,27 +592,33 @@ fn input_value(t: &Tensor) -> Result<SessionInputValue<'_>, Failure> {
     }
 }
 
-fn output_tensor(name: &str, value: &ort::value::ValueRef<'_>) -> Result<Tensor, String> {
+fn output_tensor(name: &str, value: &ort::value::ValueRef<'_>) -> Result<Tensor, OutputError> {
     let ValueType::Tensor { ty, shape, .. } = value.dtype() else {
-        return Err(format!("output {name:?} is not a tensor"));
+        return Err(OutputError::NotTensor {
+            name: name.to_owned(),
+        });
+    };
+    let read = |source| OutputError::Read {
+        name: name.to_owned(),
+        source,
     };
     let shape_u: Vec<u64> = shape.iter().map(|d| (*d).max(0) as u64).collect();
     if *ty == TensorElementType::String {
-        let (_, strings) = value
-            .try_extract_strings()
-            .map_err(|e| format!("output {name:?}: {e}"))?;
+        let (_, strings) = value.try_extract_strings().map_err(read)?;
         return Ok(Tensor::from_bytes_elements(
             name,
             shape_u,
             strings.iter().map(|s| s.as_bytes()),
         ));
     }
-    let datatype = datatype(*ty)
-        .ok_or_else(|| format!("output {name:?} has unsupported element type {ty}"))?;
+    let datatype = datatype(*ty).ok_or_else(|| OutputError::Unsupported {
+        name: name.to_owned(),
+        ty: *ty,
+    })?;
     let view = value
         .view()
         .downcast::<DynTensorValueType>()
-        .map_err(|e| format!("output {name:?}: {e}"))?;
+        .map_err(read)?;
     let len = view.size().unwrap_or(0);
     let data = if len == 0 {
         Vec::new()

@@ -9,17 +9,20 @@
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use thiserror::Error;
 use ward_config::{ModelContract, TensorSpec};
 use ward_protocol::{
-    DataType, Device, InferErrorKind, InferInput, LoadErrorKind, LoadFailed, Tensor, Timings,
+    DataType, Device, InferErrorKind, InferInput, LoadErrorKind, LoadFailed, Tensor, TensorInfo,
+    Timings,
 };
 
-use super::{Failure, Outcome};
-use crate::frame;
+use super::{Failure, Outcome, check, preprocess};
+use crate::error_chain::error_chain;
 
 const RUNNER: &str = include_str!("../../python/runner.py");
 /// A reply header larger than this is a broken plugin, not a big result.
@@ -56,6 +59,66 @@ struct Reply {
     structured: Option<Value>,
     #[serde(default)]
     timings: Option<[u64; 3]>,
+}
+
+/// How the plugin process ended, once its pipe failed.
+#[derive(Debug)]
+pub enum Ending {
+    Exited(ExitStatus),
+    /// It closed its pipe but lingered, and was killed: it could no longer
+    /// be talked to.
+    Killed,
+}
+
+impl std::fmt::Display for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ending::Exited(status) => write!(f, "the plugin process exited ({status})"),
+            Ending::Killed => f.write_str("the plugin process stopped answering and was killed"),
+        }
+    }
+}
+
+/// Why talking to the plugin process failed. Each one ends the worker (or
+/// fails the load): the plugin is gone, or can no longer be trusted to answer.
+#[derive(Debug, Error)]
+pub enum PluginError {
+    #[error("cannot encode a plugin request")]
+    Encode(#[source] serde_json::Error),
+    #[error("cannot write to the plugin process; {ending}")]
+    Write {
+        ending: Ending,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no reply from the plugin process; {ending}")]
+    NoReply {
+        ending: Ending,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the plugin process stopped mid-reply; {ending}")]
+    MidReply {
+        ending: Ending,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the plugin process sent a {len}-byte header (limit {MAX_HEADER})")]
+    HeaderTooLarge { len: usize },
+    #[error("the plugin process sent a malformed reply")]
+    Malformed(#[source] serde_json::Error),
+    #[error("the plugin returned {total} bytes of output, above the {limit}-byte limit")]
+    OutputTooLarge { total: usize, limit: usize },
+    #[error("the plugin process closed its pipe between requests; {ending}")]
+    ClosedWhileIdle { ending: Ending },
+    #[error("the plugin process wrote out of turn and was killed; {ending}")]
+    OutOfTurn { ending: Ending },
+}
+
+impl From<PluginError> for Failure {
+    fn from(e: PluginError) -> Failure {
+        Failure::Fatal(error_chain(&e))
+    }
 }
 
 fn load_failed(kind: LoadErrorKind, message: impl Into<String>) -> LoadFailed {
@@ -129,7 +192,7 @@ impl PythonBackend {
         let reply = backend
             .send(&header, &[])
             .and_then(|()| backend.receive())
-            .map_err(|died| load_failed(LoadErrorKind::Plugin, died))?;
+            .map_err(|e| load_failed(LoadErrorKind::Plugin, error_chain(&e)))?;
         if !reply.0.ok {
             return Err(load_failed(
                 LoadErrorKind::Plugin,
@@ -148,68 +211,76 @@ impl PythonBackend {
         Ok(backend)
     }
 
-    fn send(&mut self, header: &Value, blobs: &[&[u8]]) -> Result<(), String> {
-        let head = serde_json::to_vec(header)
-            .map_err(|e| format!("cannot encode a plugin request: {e}"))?;
+    fn send(&mut self, header: &Value, blobs: &[&[u8]]) -> Result<(), PluginError> {
+        let head = serde_json::to_vec(header).map_err(PluginError::Encode)?;
         let w = &mut self.to_plugin;
         let written = w
             .write_all(&(head.len() as u32).to_le_bytes())
             .and_then(|()| w.write_all(&head))
             .and_then(|()| blobs.iter().try_for_each(|b| w.write_all(b)))
             .and_then(|()| w.flush());
-        written.map_err(|e| self.died(&format!("cannot write to the plugin process: {e}")))
+        written.map_err(|source| PluginError::Write {
+            ending: self.ending(),
+            source,
+        })
     }
 
-    fn receive(&mut self) -> Result<(Reply, Vec<Vec<u8>>), String> {
+    fn receive(&mut self) -> Result<(Reply, Vec<Vec<u8>>), PluginError> {
         let mut len = [0u8; 4];
-        if let Err(e) = self.from_plugin.read_exact(&mut len) {
-            return Err(self.died(&format!("no reply from the plugin process: {e}")));
+        if let Err(source) = self.from_plugin.read_exact(&mut len) {
+            return Err(PluginError::NoReply {
+                ending: self.ending(),
+                source,
+            });
         }
         let len = u32::from_le_bytes(len) as usize;
         if len > MAX_HEADER {
-            return Err(format!(
-                "the plugin process sent a {len}-byte header (limit {MAX_HEADER})"
-            ));
+            return Err(PluginError::HeaderTooLarge { len });
         }
         let mut head = vec![0u8; len];
-        if let Err(e) = self.from_plugin.read_exact(&mut head) {
-            return Err(self.died(&format!("the plugin process stopped mid-reply: {e}")));
-        }
-        let reply: Reply = serde_json::from_slice(&head)
-            .map_err(|e| format!("the plugin process sent a malformed reply: {e}"))?;
+        self.read_rest(&mut head)?;
+        let reply: Reply = serde_json::from_slice(&head).map_err(PluginError::Malformed)?;
         let total: usize = reply.outputs.iter().map(|m| m.nbytes).sum();
         if total > self.max_output_bytes {
-            return Err(format!(
-                "the plugin returned {total} bytes of output, above the {}-byte limit",
-                self.max_output_bytes
-            ));
+            return Err(PluginError::OutputTooLarge {
+                total,
+                limit: self.max_output_bytes,
+            });
         }
         let mut blobs = Vec::with_capacity(reply.outputs.len());
         for meta in &reply.outputs {
             let mut b = vec![0u8; meta.nbytes];
-            if let Err(e) = self.from_plugin.read_exact(&mut b) {
-                return Err(self.died(&format!("the plugin process stopped mid-reply: {e}")));
-            }
+            self.read_rest(&mut b)?;
             blobs.push(b);
         }
         Ok((reply, blobs))
     }
 
-    /// Describes how the plugin process ended. Its pipe closing means it is
-    /// exiting, so its status follows within moments; a plugin that closed the
-    /// pipe and lingers is killed, since it can no longer be talked to.
-    fn died(&mut self, what: &str) -> String {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    /// Reads the next part of a reply that has begun.
+    fn read_rest(&mut self, buf: &mut [u8]) -> Result<(), PluginError> {
+        self.from_plugin
+            .read_exact(buf)
+            .map_err(|source| PluginError::MidReply {
+                ending: self.ending(),
+                source,
+            })
+    }
+
+    /// How the plugin process ended. Its pipe closing means it is exiting, so
+    /// its status follows within moments; a plugin that closed the pipe and
+    /// lingers is killed, since it can no longer be talked to.
+    fn ending(&mut self) -> Ending {
+        let deadline = Instant::now() + Duration::from_millis(500);
         loop {
             match self.child.try_wait() {
-                Ok(Some(status)) => return format!("{what}; the plugin process exited ({status})"),
-                Ok(None) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(2));
+                Ok(Some(status)) => return Ending::Exited(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2));
                 }
                 _ => {
                     let _ = self.child.kill();
                     let _ = self.child.wait();
-                    return format!("{what}; the plugin process stopped answering and was killed");
+                    return Ending::Killed;
                 }
             }
         }
@@ -221,8 +292,8 @@ impl PythonBackend {
                 let t = if self.contract.input.tensors.is_empty() {
                     t
                 } else {
-                    crate::check::inputs(&self.contract.input.tensors, t)
-                        .map_err(Failure::invalid)?
+                    check::inputs(&self.contract.input.tensors, t)
+                        .map_err(|e| Failure::invalid(error_chain(&e)))?
                 };
                 (t, json!({}))
             }
@@ -230,7 +301,8 @@ impl PythonBackend {
                 let Some(spec) = &self.contract.input.frame else {
                     return Err(Failure::invalid("this model takes tensors, not frames"));
                 };
-                let px = frame::decode(&f, spec).map_err(|e| Failure::invalid(e.0))?;
+                let px =
+                    preprocess::decode(&f, spec).map_err(|e| Failure::invalid(error_chain(&e)))?;
                 let t = Tensor {
                     name: "frame".into(),
                     datatype: DataType::Uint8,
@@ -253,8 +325,8 @@ impl PythonBackend {
             .collect();
         let header = json!({ "op": "infer", "inputs": metas, "request": request });
         let blobs: Vec<&[u8]> = tensors.iter().map(|t| t.data.as_slice()).collect();
-        self.send(&header, &blobs).map_err(Failure::Fatal)?;
-        let (reply, blobs) = self.receive().map_err(Failure::Fatal)?;
+        self.send(&header, &blobs)?;
+        let (reply, blobs) = self.receive()?;
         if !reply.ok {
             return Err(Failure::Request {
                 kind: InferErrorKind::PluginException,
@@ -271,22 +343,15 @@ impl PythonBackend {
             let datatype = meta
                 .datatype
                 .parse::<DataType>()
-                .map_err(|e| Failure::Request {
-                    kind: InferErrorKind::InvalidOutput,
-                    message: e.to_string(),
-                    exception: None,
-                })?;
+                .map_err(|e| Failure::invalid_output(error_chain(&e)))?;
             let t = Tensor {
                 name: meta.name,
                 datatype,
                 shape: meta.shape,
                 data,
             };
-            t.check().map_err(|e| Failure::Request {
-                kind: InferErrorKind::InvalidOutput,
-                message: e.to_string(),
-                exception: None,
-            })?;
+            t.check()
+                .map_err(|e| Failure::invalid_output(error_chain(&e)))?;
             outputs.push(t);
         }
         let [pre, inf, post] = reply.timings.unwrap_or_default();
@@ -308,19 +373,33 @@ impl PythonBackend {
 
     /// The plugin's pipe stirred between requests: it exited, or it wrote
     /// out of turn — either way it can no longer be trusted to answer.
-    pub fn idle_failure(&mut self) -> String {
+    pub fn idle_failure(&mut self) -> PluginError {
         let mut probe = [0u8; 1];
         match self.from_plugin.get_mut().read(&mut probe) {
-            Ok(0) | Err(_) => self.died("the plugin process closed its pipe between requests"),
+            Ok(0) | Err(_) => PluginError::ClosedWhileIdle {
+                ending: self.ending(),
+            },
             Ok(_) => {
                 let _ = self.child.kill();
-                self.died("the plugin process wrote out of turn and was killed")
+                PluginError::OutOfTurn {
+                    ending: self.ending(),
+                }
             }
         }
     }
 
-    pub fn contract(&self) -> &ModelContract {
-        &self.contract
+    /// The declared signature, as reported to the supervisor: unlike an ONNX
+    /// model, a plugin has no signature of its own to read.
+    pub fn signature(&self) -> (Vec<TensorInfo>, Vec<TensorInfo>) {
+        let info = |t: &TensorSpec| TensorInfo {
+            name: t.name.clone(),
+            datatype: t.datatype,
+            shape: t.shape.clone(),
+        };
+        (
+            self.contract.input.tensors.iter().map(info).collect(),
+            self.contract.output.tensors.iter().map(info).collect(),
+        )
     }
 
     /// Warmup input: the declared tensors, or a blank frame of the minimum size.
@@ -338,7 +417,7 @@ impl PythonBackend {
             }));
         }
         let declared: &[TensorSpec] = &self.contract.input.tensors;
-        (!declared.is_empty()).then(|| InferInput::Tensors(crate::check::synthetic(declared)))
+        (!declared.is_empty()).then(|| InferInput::Tensors(check::synthetic(declared)))
     }
 }
 

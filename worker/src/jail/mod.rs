@@ -42,6 +42,8 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 use ward_protocol::jail::{JailSpec, SPEC_ENV};
 
+use crate::error_chain::error_chain;
+
 /// Exit status when the jail could not be built (distinct from the worker's own).
 pub const EXIT_JAIL_FAILED: i32 = 71;
 
@@ -51,17 +53,6 @@ fn fail(step: &str, e: impl std::fmt::Display) -> ! {
     unsafe { nix::libc::_exit(EXIT_JAIL_FAILED) }
 }
 
-/// An error with its causes, for the log.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(&format!(": {inner}"));
-        source = inner.source();
-    }
-    s
-}
-
 fn warn(step: &str, e: impl std::fmt::Display) {
     eprintln!("ward-jail: {step} (best effort, continuing): {e}");
 }
@@ -69,13 +60,8 @@ fn warn(step: &str, e: impl std::fmt::Display) {
 /// Entry point of `ward-worker jail`. Never returns: it execs the worker, or
 /// stays pid 1 of the sandbox and exits with the worker's status.
 pub fn main() -> ! {
-    let spec = match std::env::var(SPEC_ENV)
-        .map_err(|e| e.to_string())
-        .and_then(|s| JailSpec::from_hex(&s).map_err(|e| e.to_string()))
-    {
-        Ok(spec) => spec,
-        Err(e) => fail("reading the jail spec", e),
-    };
+    let spec = std::env::var(SPEC_ENV).unwrap_or_else(|e| fail("reading the jail spec", e));
+    let spec = JailSpec::from_hex(&spec).unwrap_or_else(|e| fail("reading the jail spec", e));
     let token = std::env::var("WARD_WORKER_TOKEN").unwrap_or_default();
 
     // 1. Die with the supervisor; and if it already died, do not run at all.
@@ -123,14 +109,7 @@ pub fn main() -> ! {
     }
 
     // 5. The first child is pid 1 of the new pid namespace.
-    // SAFETY: single-threaded process; the child continues with plain syscalls.
-    match unsafe { fork() } {
-        Ok(ForkResult::Parent { child }) => relay(child),
-        Ok(ForkResult::Child) => {}
-        Err(e) => fail("fork (pid namespace)", e),
-    }
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .unwrap_or_else(|e| fail("PR_SET_PDEATHSIG (init)", e));
+    fork_child("pid namespace", "init", relay);
 
     // 6. The minimal root.
     if let Err(e) = nix::unistd::sethostname(&spec.hostname) {
@@ -139,14 +118,7 @@ pub fn main() -> ! {
     build_root(&spec, root);
 
     // 7. The worker is pid 2; pid 1 stays to reap.
-    // SAFETY: single-threaded process.
-    match unsafe { fork() } {
-        Ok(ForkResult::Parent { child }) => init(child),
-        Ok(ForkResult::Child) => {}
-        Err(e) => fail("fork (worker)", e),
-    }
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .unwrap_or_else(|e| fail("PR_SET_PDEATHSIG (worker)", e));
+    fork_child("worker", "worker", init);
     confine_and_exec(&spec, socket_fd, &token, root)
 }
 
@@ -159,6 +131,19 @@ fn map_ids(uid: Uid, gid: Gid) {
     write("setgroups", "deny".to_owned());
     write("uid_map", format!("0 {uid} 1"));
     write("gid_map", format!("0 {gid} 1"));
+}
+
+/// Forks: the parent becomes `parent(child)` for good, and the child goes
+/// on, dying with it. `what` names the fork and `role` the child in a failure.
+fn fork_child(what: &str, role: &str, parent: fn(Pid) -> !) {
+    // SAFETY: single-threaded process; the child continues with plain syscalls.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { child }) => parent(child),
+        Ok(ForkResult::Child) => {}
+        Err(e) => fail(&format!("fork ({what})"), e),
+    }
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .unwrap_or_else(|e| fail(&format!("PR_SET_PDEATHSIG ({role})"), e));
 }
 
 /// The outer jailer: waits for pid 1 of the sandbox and exits the same way,
@@ -389,7 +374,7 @@ fn confine_and_exec(spec: &JailSpec, socket_fd: i32, token: &str, root: bool) ->
                 );
             }
         }
-        Err(e) => fail("landlock", chain(&e)),
+        Err(e) => fail("landlock", error_chain(&e)),
     }
 
     // Every descriptor but stdio and the socket closes at exec.
@@ -430,7 +415,7 @@ fn confine_and_exec(spec: &JailSpec, socket_fd: i32, token: &str, root: bool) ->
 
     // Seccomp last: it also constrains everything the steps above needed.
     if let Err(e) = seccomp::install(&seccomp::Policy::default()) {
-        fail("seccomp", chain(&e));
+        fail("seccomp", error_chain(&e));
     }
     let e = nix::unistd::execve(&program, &args, &env).unwrap_err();
     fail(&format!("execve {}", spec.worker), e)

@@ -3,21 +3,43 @@
 //! `confidence` — plus `candidates` (the top k, best first) when `top_k > 1`.
 
 use serde_json::{Map, Value, json};
+use thiserror::Error;
 use ward_config::ClassifierSpec;
 use ward_protocol::{DataType, Tensor};
 
 /// The field holding the top-k list.
 pub use ward_config::model::CLASSIFIER_CANDIDATES as CANDIDATES;
 
+/// Why the model's output cannot be classified; the client gets it as an
+/// `InvalidOutput` error.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ClassifyError {
+    #[error("the model produced no {tensor:?} output for the classifier")]
+    NoTensor { tensor: String },
+    #[error("classifier tensor {tensor:?} has shape {shape:?}, expected [K] or [1, K]")]
+    Shape { tensor: String, shape: Vec<u64> },
+    #[error("classifier tensor {tensor:?} is {datatype}, expected FP32 or FP64")]
+    Datatype { tensor: String, datatype: DataType },
+    #[error("classifier tensor {tensor:?} holds {scores} scores for {classes} classes")]
+    Count {
+        tensor: String,
+        scores: usize,
+        classes: usize,
+    },
+    #[error("classifier tensor {tensor:?} holds a non-finite score")]
+    NonFinite { tensor: String },
+}
+
 /// Scores of the first item of the batch, as f64.
-fn scores(t: &Tensor) -> Result<Vec<f64>, String> {
+fn scores(t: &Tensor) -> Result<Vec<f64>, ClassifyError> {
+    let tensor = || t.name.clone();
     let classes = match t.shape.as_slice() {
         [k] | [1, k] => *k as usize,
         other => {
-            return Err(format!(
-                "classifier tensor {:?} has shape {other:?}, expected [K] or [1, K]",
-                t.name
-            ));
+            return Err(ClassifyError::Shape {
+                tensor: tensor(),
+                shape: other.to_vec(),
+            });
         }
     };
     let values: Vec<f64> = match t.datatype {
@@ -31,25 +53,22 @@ fn scores(t: &Tensor) -> Result<Vec<f64>, String> {
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes(c.try_into().expect("chunks of 8")))
             .collect(),
-        other => {
-            return Err(format!(
-                "classifier tensor {:?} is {other}, expected FP32 or FP64",
-                t.name
-            ));
+        datatype => {
+            return Err(ClassifyError::Datatype {
+                tensor: tensor(),
+                datatype,
+            });
         }
     };
     if values.len() != classes || classes == 0 {
-        return Err(format!(
-            "classifier tensor {:?} holds {} scores for {classes} classes",
-            t.name,
-            values.len()
-        ));
+        return Err(ClassifyError::Count {
+            tensor: tensor(),
+            scores: values.len(),
+            classes,
+        });
     }
     if values.iter().any(|v| !v.is_finite()) {
-        return Err(format!(
-            "classifier tensor {:?} holds a non-finite score",
-            t.name
-        ));
+        return Err(ClassifyError::NonFinite { tensor: tensor() });
     }
     Ok(values)
 }
@@ -69,15 +88,12 @@ pub fn classify(
     spec: &ClassifierSpec,
     labels: &[String],
     outputs: &[Tensor],
-) -> Result<Map<String, Value>, String> {
+) -> Result<Map<String, Value>, ClassifyError> {
     let tensor = outputs
         .iter()
         .find(|t| t.name == spec.tensor)
-        .ok_or_else(|| {
-            format!(
-                "the model produced no {:?} output for the classifier",
-                spec.tensor
-            )
+        .ok_or_else(|| ClassifyError::NoTensor {
+            tensor: spec.tensor.clone(),
         })?;
     let mut s = scores(tensor)?;
     if spec.softmax {
@@ -146,17 +162,20 @@ mod tests {
         assert!(
             classify(&spec(false, 1), &[], &[nan])
                 .unwrap_err()
+                .to_string()
                 .contains("non-finite")
         );
         let batch = Tensor::from_f32("p", vec![2, 2], &[0.0; 4]);
         assert!(
             classify(&spec(false, 1), &[], &[batch])
                 .unwrap_err()
+                .to_string()
                 .contains("shape [2, 2]")
         );
         assert!(
             classify(&spec(false, 1), &[], &[])
                 .unwrap_err()
+                .to_string()
                 .contains("no \"p\" output")
         );
     }

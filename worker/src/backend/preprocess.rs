@@ -13,13 +13,39 @@ use image::{DynamicImage, ImageFormat as Codec, ImageReader, Limits, imageops::F
 use ward_config::{ColorOrder, FrameSpec, Layout};
 use ward_protocol::{Frame, ImageFormat, Tensor};
 
-/// A frame that cannot become the model's input; the message names the problem.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct FrameError(pub String);
-
-fn err(msg: impl Into<String>) -> FrameError {
-    FrameError(msg.into())
+/// A frame that cannot become the model's input; the client gets it as an
+/// `InvalidInput` error.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("cannot decode the {codec} frame")]
+    Decode {
+        codec: &'static str,
+        #[source]
+        source: image::ImageError,
+    },
+    #[error("raw {width}x{height} RGB frame needs {expected} bytes, got {actual}")]
+    RawLength {
+        width: u32,
+        height: u32,
+        expected: u64,
+        actual: usize,
+    },
+    #[error("raw frame does not fit its size")]
+    RawSize,
+    #[error("frame is {width}x{height}, below the minimum {min_width}x{min_height}")]
+    TooSmall {
+        width: u32,
+        height: u32,
+        min_width: u32,
+        min_height: u32,
+    },
+    #[error("frame is {width}x{height}, above the maximum {max_width}x{max_height}")]
+    TooLarge {
+        width: u32,
+        height: u32,
+        max_width: u32,
+        max_height: u32,
+    },
 }
 
 /// A decoded frame: 8-bit pixels, row-major, `channels` interleaved (RGB or gray).
@@ -49,25 +75,27 @@ pub fn decode(frame: &Frame, spec: &FrameSpec) -> Result<Pixels, FrameError> {
                 Some(u64::from(spec.max_width) * u64::from(spec.max_height) * 8 + (1 << 20));
             reader.limits(limits);
             let name = if codec == Codec::Jpeg { "JPEG" } else { "PNG" };
-            reader
-                .decode()
-                .map_err(|e| err(format!("cannot decode the {name} frame: {e}")))?
+            reader.decode().map_err(|source| FrameError::Decode {
+                codec: name,
+                source,
+            })?
         }
         ImageFormat::RawRgb { width, height } | ImageFormat::RawBgr { width, height } => {
             check_size(width, height, spec)?;
             let expected = u64::from(width) * u64::from(height) * 3;
             if frame.data.len() as u64 != expected {
-                return Err(err(format!(
-                    "raw {width}x{height} RGB frame needs {expected} bytes, got {}",
-                    frame.data.len()
-                )));
+                return Err(FrameError::RawLength {
+                    width,
+                    height,
+                    expected,
+                    actual: frame.data.len(),
+                });
             }
             let mut data = frame.data.clone();
             if matches!(frame.format, ImageFormat::RawBgr { .. }) {
                 data.chunks_exact_mut(3).for_each(|px| px.swap(0, 2));
             }
-            let rgb = image::RgbImage::from_raw(width, height, data)
-                .ok_or_else(|| err("raw frame does not fit its size"))?;
+            let rgb = image::RgbImage::from_raw(width, height, data).ok_or(FrameError::RawSize)?;
             DynamicImage::ImageRgb8(rgb)
         }
     };
@@ -94,16 +122,20 @@ pub fn decode(frame: &Frame, spec: &FrameSpec) -> Result<Pixels, FrameError> {
 
 fn check_size(width: u32, height: u32, spec: &FrameSpec) -> Result<(), FrameError> {
     if width < spec.min_width || height < spec.min_height {
-        return Err(err(format!(
-            "frame is {width}x{height}, below the minimum {}x{}",
-            spec.min_width, spec.min_height
-        )));
+        return Err(FrameError::TooSmall {
+            width,
+            height,
+            min_width: spec.min_width,
+            min_height: spec.min_height,
+        });
     }
     if width > spec.max_width || height > spec.max_height {
-        return Err(err(format!(
-            "frame is {width}x{height}, above the maximum {}x{}",
-            spec.max_width, spec.max_height
-        )));
+        return Err(FrameError::TooLarge {
+            width,
+            height,
+            max_width: spec.max_width,
+            max_height: spec.max_height,
+        });
     }
     Ok(())
 }
@@ -302,11 +334,11 @@ mod tests {
     fn size_limits_and_corrupt_images_are_named() {
         let s = spec(3, Layout::Nchw);
         let e = decode(&raw(1, 1, vec![0; 3]), &s).unwrap_err();
-        assert_eq!(e.0, "frame is 1x1, below the minimum 2x2");
+        assert_eq!(e.to_string(), "frame is 1x1, below the minimum 2x2");
         let e = decode(&raw(65, 2, vec![0; 65 * 2 * 3]), &s).unwrap_err();
-        assert!(e.0.contains("above the maximum 64x64"), "{e}");
+        assert!(e.to_string().contains("above the maximum 64x64"), "{e}");
         let e = decode(&raw(2, 2, vec![0; 5]), &s).unwrap_err();
-        assert!(e.0.contains("needs 12 bytes, got 5"), "{e}");
+        assert!(e.to_string().contains("needs 12 bytes, got 5"), "{e}");
         let jpeg = Frame {
             format: ImageFormat::Jpeg,
             data: b"\xff\xd8\xff garbage".to_vec(),
@@ -314,10 +346,8 @@ mod tests {
             camera_id: None,
         };
         assert!(
-            decode(&jpeg, &s)
-                .unwrap_err()
-                .0
-                .starts_with("cannot decode the JPEG frame")
+            crate::error_chain::error_chain(&decode(&jpeg, &s).unwrap_err())
+                .starts_with("cannot decode the JPEG frame: ")
         );
     }
 

@@ -1,0 +1,179 @@
+//! What the event loop (`server.rs`) and the lanes (`lanes.rs`) share: a
+//! queued request, running it on a backend, the socket's writing half that
+//! both answer through, and why the worker stops. Both import this module and
+//! neither needs the other's internals, so the lanes never call back up into
+//! the loop.
+
+use std::io::Write;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use ward_protocol::{
+    FrameLimit, FromWorker, InferError, InferErrorKind, InferOk, InferRequest, ProtocolError,
+    RequestId, write_message,
+};
+
+use crate::backend::{Failure, Infer};
+
+/// Why the worker stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Exit {
+    #[error("the supervisor refused the handshake: {0}")]
+    Refused(String),
+    #[error("protocol error")]
+    Protocol(#[from] ProtocolError),
+    /// The backend died under a request (e.g. the plugin process exited).
+    #[error("backend failure: {0}")]
+    Backend(String),
+}
+
+/// A request waiting to run.
+pub(crate) struct Queued {
+    pub req: InferRequest,
+    pub deadline: Instant,
+}
+
+impl Queued {
+    pub fn new(req: InferRequest) -> Queued {
+        let deadline = Instant::now() + Duration::from_micros(req.budget_us);
+        Queued { req, deadline }
+    }
+}
+
+/// A request's answer: `InferOk` or `InferErr`.
+pub(crate) type Answer = Result<InferOk, InferError>;
+
+/// An `InferErr` answer that the worker gives itself (cancelled, timed out,
+/// nothing loaded), with no plugin exception behind it.
+pub(crate) fn refusal(id: RequestId, kind: InferErrorKind, message: impl Into<String>) -> Answer {
+    Err(InferError {
+        id,
+        kind,
+        message: message.into(),
+        exception: None,
+    })
+}
+
+/// The socket's writing half and the answer counts, shared by the event loop
+/// and the lanes: a frame is written whole under the lock.
+pub(crate) struct Out<W> {
+    writer: W,
+    limit: FrameLimit,
+    buf: Vec<u8>,
+    served: u64,
+    failed: u64,
+}
+
+impl<W: Write> Out<W> {
+    pub fn new(writer: W, limit: FrameLimit) -> Out<W> {
+        Out {
+            writer,
+            limit,
+            buf: Vec::new(),
+            served: 0,
+            failed: 0,
+        }
+    }
+
+    /// Answers sent so far: (served, failed).
+    pub fn counts(&self) -> (u64, u64) {
+        (self.served, self.failed)
+    }
+
+    pub fn send(&mut self, msg: &FromWorker) -> Result<(), ProtocolError> {
+        write_message(&mut self.writer, msg, self.limit, &mut self.buf)
+    }
+
+    /// Sends a request's answer and counts it; an output too large for one
+    /// frame becomes an `InvalidOutput` error.
+    pub fn answer(&mut self, answer: Answer) -> Result<(), ProtocolError> {
+        match answer {
+            Ok(ok) => {
+                let id = ok.id;
+                match self.send(&FromWorker::InferOk(ok)) {
+                    Ok(()) => {
+                        self.served += 1;
+                        Ok(())
+                    }
+                    Err(ProtocolError::FrameTooLarge { len, max }) => self.answer(refusal(
+                        id,
+                        InferErrorKind::InvalidOutput,
+                        format!(
+                            "the model's output ({len} bytes) exceeds the {max}-byte frame limit"
+                        ),
+                    )),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => {
+                self.failed += 1;
+                self.send(&FromWorker::InferErr(e))
+            }
+        }
+    }
+}
+
+/// Locks `m`, whether or not a thread panicked while holding it (a panicking
+/// lane ends the worker anyway; see `lanes.rs`). The worker's one lock helper.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs one queued request on `backend` (none: nothing is loaded yet): its
+/// answer, or [`Exit::Backend`] when the backend failed fatally.
+pub(crate) fn execute<B: Infer + ?Sized>(
+    backend: Option<&mut B>,
+    q: Queued,
+) -> Result<Answer, Exit> {
+    let id = q.req.id;
+    if Instant::now() >= q.deadline {
+        return Ok(refusal(
+            id,
+            InferErrorKind::Timeout,
+            "the deadline passed before the request ran",
+        ));
+    }
+    let Some(backend) = backend else {
+        return Ok(refusal(id, InferErrorKind::Internal, "no model is loaded"));
+    };
+    match backend.infer(q.req.input) {
+        Ok(mut outcome) => {
+            let wanted = &q.req.outputs;
+            if !wanted.is_empty() {
+                if let Some(missing) = wanted
+                    .iter()
+                    .find(|n| !outcome.outputs.iter().any(|t| &t.name == *n))
+                {
+                    let names: Vec<&str> =
+                        outcome.outputs.iter().map(|t| t.name.as_str()).collect();
+                    return Ok(refusal(
+                        id,
+                        InferErrorKind::InvalidInput,
+                        format!(
+                            "unknown output {missing:?} (the model produces: {})",
+                            names.join(", ")
+                        ),
+                    ));
+                }
+                outcome.outputs.retain(|t| wanted.contains(&t.name));
+            }
+            Ok(Ok(InferOk {
+                id,
+                outputs: outcome.outputs,
+                structured: outcome.structured,
+                timings: outcome.timings,
+            }))
+        }
+        Err(Failure::Request {
+            kind,
+            message,
+            exception,
+        }) => Ok(Err(InferError {
+            id,
+            kind,
+            message,
+            exception,
+        })),
+        Err(Failure::Fatal(message)) => Err(Exit::Backend(message)),
+    }
+}
