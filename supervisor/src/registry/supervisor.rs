@@ -25,9 +25,10 @@ use crate::errors::{ErrorCode, InferFailure};
 use crate::launch::worker::Target;
 use crate::registry::admission::{self, Candidate, Confinement, HostOffer};
 use crate::registry::discovery;
-use crate::version::handle::{self, VersionHandle, VersionSetup};
+use crate::version::handle::{self, VersionHandle};
 use crate::version::health::{self, Health, HealthReport};
 use crate::version::lifecycle::LifecycleState;
+use crate::version::owner::VersionSetup;
 use crate::version::status::{Event, InferCall, InferResult, VersionKey, VersionStatus};
 
 /// What a rescan changed.

@@ -2,19 +2,20 @@
 //! and the shared status snapshot, plus the task's start.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
-use ward_config::{Mode, ModelContract, WardConfig};
+use ward_config::{ModelContract, WardConfig};
 
 use crate::errors::{ErrorCode, InferFailure};
-use crate::launch::worker::Target;
 use crate::time::now_ms;
 use crate::version::health::{HealthReport, HealthWindow};
 use crate::version::lifecycle::{IllegalTransition, LifecycleState};
-use crate::version::owner::Owner;
-use crate::version::status::{Control, Event, InferCall, Shared, VersionKey, VersionStatus};
+use crate::version::owner::{Owner, VersionSetup};
+use crate::version::status::{
+    Control, Event, InferCall, Shared, VersionKey, VersionStatus, lock, set_state,
+};
 
 /// The cloneable side of a version: its channels and its status.
 pub struct VersionHandle {
@@ -24,10 +25,6 @@ pub struct VersionHandle {
     control_tx: Option<mpsc::UnboundedSender<Control>>,
     shared: Arc<Mutex<Shared>>,
     events: broadcast::Sender<Event>,
-}
-
-pub(crate) fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    crate::sync::lock(shared)
 }
 
 impl VersionHandle {
@@ -183,48 +180,6 @@ impl VersionHandle {
     pub fn declared_memory_mb(&self) -> u64 {
         lock(&self.shared).status.declared_memory_mb
     }
-}
-
-pub(crate) fn set_state(
-    shared: &Mutex<Shared>,
-    events: &broadcast::Sender<Event>,
-    to: LifecycleState,
-    reason: Option<String>,
-) -> Result<(), IllegalTransition> {
-    let event = {
-        let mut g = lock(shared);
-        g.status.state.transition(to)?;
-        g.status.reason = reason;
-        g.status.since_ms = now_ms();
-        let ready = to == LifecycleState::Ready;
-        let health = g.window.evaluate(Instant::now(), ready, g.hint_ms).health;
-        Event {
-            model_id: g.status.model_id.clone(),
-            version: g.status.version.clone(),
-            state: to,
-            health,
-            reason: g.status.reason.clone(),
-            at_ms: g.status.since_ms,
-        }
-    };
-    tracing::info!(model = %event.model_id, version = %event.version, state = %to, reason = ?event.reason, "state change");
-    let _ = events.send(event);
-    Ok(())
-}
-
-/// Everything the owning task needs to run one version.
-pub struct VersionSetup {
-    pub key: VersionKey,
-    pub path: PathBuf,
-    pub contract: Arc<ModelContract>,
-    pub cfg: Arc<WardConfig>,
-    pub worker_binary: PathBuf,
-    pub declared_memory_mb: u64,
-    pub mode: Mode,
-    pub mode_reason: String,
-    pub events: broadcast::Sender<Event>,
-    /// Where its workers run and how they are confined.
-    pub target: Target,
 }
 
 /// Starts the owning task of a validated, admitted version (state LOADING).

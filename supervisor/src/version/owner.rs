@@ -18,7 +18,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
-use ward_config::{ModelContract, WardConfig};
+use ward_config::{Mode, ModelContract, WardConfig};
 use ward_protocol::{
     FromWorker, InferErrorKind, InferRequest, Loaded, ProtocolError, RequestId, ToWorker,
 };
@@ -30,16 +30,32 @@ use crate::launch::plan::{ContainerInput, PlanInput, load_request, plan};
 use crate::launch::status::{WaitError, WorkerStatus};
 use crate::launch::worker::{Footprint, Launch, Started, Target, WorkerProcess};
 use crate::time::now_ms;
-use crate::version::handle::{VersionSetup, lock, set_state};
 use crate::version::health::Outcome;
 use crate::version::lifecycle::LifecycleState;
 use crate::version::logs::{LogFile, Stream, Tail};
 use crate::version::restart::{Decision, RestartPolicy, RestartTracker};
 use crate::version::status::{
-    Control, Event, ExitCause, InferCall, InferResult, LastExit, Shared, VersionKey,
+    Control, Event, ExitCause, InferCall, InferResult, LastExit, Shared, VersionKey, lock,
+    set_state,
 };
 use crate::version::verdict;
 
+/// Everything the owning task needs to run one version.
+pub struct VersionSetup {
+    pub key: VersionKey,
+    pub path: PathBuf,
+    pub contract: Arc<ModelContract>,
+    pub cfg: Arc<WardConfig>,
+    pub worker_binary: PathBuf,
+    pub declared_memory_mb: u64,
+    pub mode: Mode,
+    pub mode_reason: String,
+    pub events: broadcast::Sender<Event>,
+    /// Where its workers run and how they are confined.
+    pub target: Target,
+}
+
+/// A request sent to the worker and not yet answered.
 struct Pending {
     reply: Option<oneshot::Sender<Result<InferResult, InferFailure>>>,
     deadline: Instant,

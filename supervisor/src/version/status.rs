@@ -2,14 +2,16 @@
 //! its owner task takes, and the status and events it publishes.
 
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
 use ward_protocol::{InferInput, Tensor, Timings};
 
 use crate::errors::InferFailure;
+use crate::time::now_ms;
 use crate::version::health::{Health, HealthWindow};
-use crate::version::lifecycle::LifecycleState;
+use crate::version::lifecycle::{IllegalTransition, LifecycleState};
 
 /// Identifies a model version by its directory names (which validation
 /// requires to equal `model_id` and `version`).
@@ -155,4 +157,37 @@ pub struct Event {
     pub health: Health,
     pub reason: Option<String>,
     pub at_ms: u64,
+}
+
+/// Locks the shared status (see [`crate::sync`]).
+pub(crate) fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    crate::sync::lock(shared)
+}
+
+/// Moves the version to `to`, publishing the change as an [`Event`].
+pub(crate) fn set_state(
+    shared: &Mutex<Shared>,
+    events: &broadcast::Sender<Event>,
+    to: LifecycleState,
+    reason: Option<String>,
+) -> Result<(), IllegalTransition> {
+    let event = {
+        let mut g = lock(shared);
+        g.status.state.transition(to)?;
+        g.status.reason = reason;
+        g.status.since_ms = now_ms();
+        let ready = to == LifecycleState::Ready;
+        let health = g.window.evaluate(Instant::now(), ready, g.hint_ms).health;
+        Event {
+            model_id: g.status.model_id.clone(),
+            version: g.status.version.clone(),
+            state: to,
+            health,
+            reason: g.status.reason.clone(),
+            at_ms: g.status.since_ms,
+        }
+    };
+    tracing::info!(model = %event.model_id, version = %event.version, state = %to, reason = ?event.reason, "state change");
+    let _ = events.send(event);
+    Ok(())
 }
