@@ -42,6 +42,7 @@ use ward_config::WardConfig;
 
 use crate::launch::handshake::{Connected, LaunchError, Output, handshake, token};
 use crate::launch::ipc::Conn;
+use crate::launch::plan::{ContainerSettings, Launch};
 use crate::launch::status::{WaitError, WorkerStatus};
 use crate::sandbox::jail::RuntimePaths;
 
@@ -239,17 +240,22 @@ impl Engine {
         plan: &ContainerPlan<'_>,
         connect_timeout: Duration,
     ) -> Result<(ContainerWorker, Connected), LaunchError> {
-        let sock_dir = plan.cfg.run_dir.join("containers").join(&plan.name);
+        let sock_dir = plan
+            .launch
+            .cfg
+            .run_dir
+            .join("containers")
+            .join(&plan.launch.plan.name);
         let socket = sock_dir.join("worker.sock");
-        prepare_socket_dir(&sock_dir, plan.uid)?;
+        prepare_socket_dir(&sock_dir, plan.settings.uid)?;
         let listener = UnixListener::bind(&socket)?;
         // The container's user must be able to connect: the directory is
         // that user's alone, the socket open to it.
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))?;
         nix::unistd::chown(
             &socket,
-            Some(nix::unistd::Uid::from_raw(plan.uid)),
-            Some(nix::unistd::Gid::from_raw(plan.uid)),
+            Some(nix::unistd::Uid::from_raw(plan.settings.uid)),
+            Some(nix::unistd::Gid::from_raw(plan.settings.uid)),
         )
         .map_err(std::io::Error::from)?;
         let token = token()?;
@@ -259,7 +265,7 @@ impl Engine {
             API_TIMEOUT,
             self.docker.create_container(
                 Some(CreateContainerOptions {
-                    name: Some(plan.name.clone()),
+                    name: Some(plan.launch.plan.name.clone()),
                     ..Default::default()
                 }),
                 body,
@@ -271,12 +277,12 @@ impl Engine {
         let mut worker = ContainerWorker {
             engine: self.clone(),
             id: created.id,
-            name: plan.name.clone(),
+            name: plan.launch.plan.name.clone(),
             sock_dir: sock_dir.clone(),
             exit: None,
             ended: None,
         };
-        let limit = ward_protocol::FrameLimit::new(plan.max_frame);
+        let limit = ward_protocol::FrameLimit::new(plan.launch.plan.max_frame);
         let started = self.start_and_connect(&mut worker, listener, &token, limit, connect_timeout);
         match started.await {
             Ok((pid, conn, stdout, stderr)) => {
@@ -503,23 +509,12 @@ fn tar_file(tar: &mut Vec<u8>, name: &str, mode: u32, data: &[u8]) -> std::io::R
 
 /// Everything needed to create one worker container.
 pub struct ContainerPlan<'a> {
-    pub cfg: &'a WardConfig,
+    /// The generation being started and its plan.
+    pub launch: &'a Launch<'a>,
     pub engine: &'a Engine,
-    pub model: &'a str,
-    pub version: &'a str,
-    pub generation: u64,
-    pub model_dir: &'a Path,
     pub runtime: &'a RuntimePaths,
-    /// The container's name (unique among live workers).
-    pub name: String,
-    /// The image: the model's `runtime.image`, else `runtime.container_image`.
-    pub image: String,
-    /// The per-model uid and gid it runs as.
-    pub uid: u32,
-    pub memory_bytes: u64,
-    pub cpus: Option<f64>,
-    pub spin_us: u64,
-    pub max_frame: u32,
+    /// The image and the uid (and gid) it runs as.
+    pub settings: ContainerSettings,
     /// The host's worker binary (canonical), which is not bound: the image has one.
     pub worker: Option<PathBuf>,
 }
@@ -532,15 +527,18 @@ impl ContainerPlan<'_> {
                 LABEL_SUPERVISOR.to_owned(),
                 self.engine.supervisor_id.clone(),
             ),
-            (LABEL_MODEL.to_owned(), self.model.to_owned()),
-            (LABEL_VERSION.to_owned(), self.version.to_owned()),
-            (LABEL_GENERATION.to_owned(), self.generation.to_string()),
+            (LABEL_MODEL.to_owned(), self.launch.model.to_owned()),
+            (LABEL_VERSION.to_owned(), self.launch.version.to_owned()),
+            (
+                LABEL_GENERATION.to_owned(),
+                self.launch.generation.to_string(),
+            ),
         ])
     }
 
     /// The create request: the worker, its mounts and the lockdown.
     pub fn create_body(&self, token: &str, sock_dir: &Path) -> ContainerCreateBody {
-        let s = &self.cfg.sandbox;
+        let s = &self.launch.cfg.sandbox;
         let mut env: Vec<String> = crate::sandbox::jail::plugin_env()
             .into_iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -567,11 +565,11 @@ impl ContainerPlan<'_> {
         // anywhere else the container has its own) whatever the host path.
         binds.push(format!(
             "{}:{}:ro",
-            self.model_dir.display(),
-            model_dir_in_container(self.model, self.version)
+            self.launch.model_dir.display(),
+            model_dir_in_container(self.launch.model, self.launch.version)
         ));
         binds.push(format!("{}:{SOCKET_DIR}:rw", sock_dir.display()));
-        let memory = i64::try_from(self.memory_bytes).unwrap_or(i64::MAX);
+        let memory = i64::try_from(self.launch.plan.memory_bytes).unwrap_or(i64::MAX);
         let ulimit = |name: &str, n: u64| ResourcesUlimits {
             name: Some(name.to_owned()),
             soft: Some(i64::try_from(n).unwrap_or(i64::MAX)),
@@ -590,7 +588,7 @@ impl ContainerPlan<'_> {
             memory: Some(memory),
             // Equal to the memory limit: no swap.
             memory_swap: Some(memory),
-            nano_cpus: self.cpus.map(|c| (c * 1e9) as i64),
+            nano_cpus: self.launch.plan.cpus.map(|c| (c * 1e9) as i64),
             pids_limit: Some(i64::try_from(s.pids_max).unwrap_or(i64::MAX)),
             init: Some(true),
             ipc_mode: Some("private".to_owned()),
@@ -602,18 +600,18 @@ impl ContainerPlan<'_> {
             ..Default::default()
         };
         ContainerCreateBody {
-            image: Some(self.image.clone()),
+            image: Some(self.settings.image.clone()),
             entrypoint: Some(vec![WORKER_PATH.to_owned()]),
             cmd: Some(vec![
                 "--socket".to_owned(),
                 format!("{SOCKET_DIR}/worker.sock"),
                 "--max-frame".to_owned(),
-                self.max_frame.to_string(),
+                self.launch.plan.max_frame.to_string(),
                 "--spin-us".to_owned(),
-                self.spin_us.to_string(),
+                self.launch.plan.spin_us.to_string(),
             ]),
             env: Some(env),
-            user: Some(format!("{0}:{0}", self.uid)),
+            user: Some(format!("{0}:{0}", self.settings.uid)),
             hostname: Some("plugin".to_owned()),
             network_disabled: Some(true),
             // Not /tmp: Docker would create it as the working directory

@@ -6,6 +6,8 @@
 //! environment follow from the plan in [`crate::sandbox::jail::JailPlan`] and
 //! [`crate::launch::container::ContainerPlan`].
 
+use std::path::Path;
+
 use ward_config::{ModelContract, WardConfig};
 use ward_protocol::{Device, LoadRequest};
 
@@ -35,6 +37,18 @@ pub struct ContainerInput<'a> {
     pub default_image: &'a str,
     /// The supervisor's effective uid: as root it picks a per-model uid.
     pub euid: u32,
+}
+
+/// What one generation is started from: the plan and the version's files.
+pub struct Launch<'a> {
+    pub cfg: &'a WardConfig,
+    pub contract: &'a ModelContract,
+    pub model: &'a str,
+    pub version: &'a str,
+    pub generation: u64,
+    pub model_dir: &'a Path,
+    pub worker_binary: &'a Path,
+    pub plan: &'a Plan,
 }
 
 /// One worker generation's plan.

@@ -5,13 +5,12 @@
 //! creates what a confined worker holds on the host ([`Footprint`]) and calls
 //! the launcher the target names.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tokio::process::Child;
-use ward_config::{ModelContract, WardConfig};
 use ward_protocol::FrameLimit;
 use ward_protocol::jail::JailSpec;
 
@@ -19,7 +18,7 @@ use crate::launch::container::{ContainerPlan, ContainerWorker, Engine};
 use crate::launch::handshake::{Connected, LaunchError, Output};
 use crate::launch::ipc::Conn;
 use crate::launch::native::{self, WorkerSpec};
-use crate::launch::plan::{ContainerSettings, Plan};
+use crate::launch::plan::{ContainerSettings, Launch};
 use crate::launch::status::{WaitError, WorkerStatus};
 use crate::sandbox::cgroup::{CgroupLimits, WorkerCgroup};
 use crate::sandbox::jail::{JailPlan, RuntimePaths};
@@ -140,18 +139,6 @@ impl Target {
     }
 }
 
-/// What one generation is started from: the plan and the version's files.
-pub struct Launch<'a> {
-    pub cfg: &'a WardConfig,
-    pub contract: &'a ModelContract,
-    pub model: &'a str,
-    pub version: &'a str,
-    pub generation: u64,
-    pub model_dir: &'a Path,
-    pub worker_binary: &'a Path,
-    pub plan: &'a Plan,
-}
-
 /// What a confined native worker holds on the host beside its process: its
 /// cgroup and the empty directory its jail root was built on. Released once
 /// the worker has ended.
@@ -205,20 +192,10 @@ impl Target {
                         uid: nix::unistd::geteuid().as_raw(),
                     });
                 let plan = ContainerPlan {
-                    cfg: l.cfg,
+                    launch: l,
                     engine,
-                    model: l.model,
-                    version: l.version,
-                    generation: l.generation,
-                    model_dir: l.model_dir,
                     runtime,
-                    name: l.plan.name.clone(),
-                    image: settings.image,
-                    uid: settings.uid,
-                    memory_bytes: l.plan.memory_bytes,
-                    cpus: l.plan.cpus,
-                    spin_us: l.plan.spin_us,
-                    max_frame: l.plan.max_frame,
+                    settings,
                     worker: std::fs::canonicalize(l.worker_binary).ok(),
                 };
                 let started = engine.launch(&plan, timeout).await.map(|(c, connected)| {

@@ -26,9 +26,10 @@ use ward_protocol::{
 use crate::errors::{ErrorCode, InferFailure, error_chain};
 use crate::launch::handshake::{Output, describe};
 use crate::launch::ipc::Conn;
+use crate::launch::plan::Launch;
 use crate::launch::plan::{ContainerInput, PlanInput, load_request, plan};
 use crate::launch::status::{WaitError, WorkerStatus};
-use crate::launch::worker::{Footprint, Launch, Started, Target, WorkerProcess};
+use crate::launch::worker::{Footprint, Started, Target, WorkerProcess};
 use crate::time::now_ms;
 use crate::version::health::Outcome;
 use crate::version::lifecycle::LifecycleState;
