@@ -77,6 +77,15 @@ ensure_docker() {
   fi
 }
 
+# The registration tests make a certificate authority with the openssl CLI.
+ensure_openssl() {
+  command -v openssl >/dev/null && return
+  [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null || die "openssl not found: install it"
+  say "installing Debian's openssl"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+}
+
 build() {
   cargo build --workspace --locked --quiet
 }
@@ -92,7 +101,7 @@ case "${1:-}" in
     exec target/debug/ward serve
     ;;
   test)
-    ensure_rust; ensure_python; ensure_docker; build
+    ensure_rust; ensure_python; ensure_docker; ensure_openssl; build
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
     cargo check --manifest-path fuzz/Cargo.toml --locked --quiet

@@ -3,8 +3,11 @@
 //! Every field has a default taken from the spec (timeouts 5000/1000/1000 ms,
 //! load timeout 60 s, cooldown 30 s, max_retries 3, heartbeat 30 s, bind
 //! 127.0.0.1), so an empty file — or no file — is a working configuration.
-//! `WARD_*` environment variables override single fields ([`ENV_OVERRIDES`]);
-//! a bad value names the variable or field it came from.
+//! `WARD_*` environment variables override single fields ([`ENV_OVERRIDES`]),
+//! and `ward serve`'s flags ([`Flags`]) override those; a bad value names the
+//! variable or field it came from. An unknown `WARD_*` variable is a warning
+//! ([`EnvWarning`]), never an error: another tool's `WARD_` variable, or the
+//! CLI's own `WARD_URL`, must not stop the server.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -195,6 +198,14 @@ pub struct RegistrationConfig {
     pub heartbeat_ms: u64,
     pub timeout_ms: u64,
     pub runtime_id: String,
+    /// PEM file of extra trusted roots for an `https://` url (a private
+    /// CA), on top of the system's. Read at start-up.
+    pub ca_file: Option<PathBuf>,
+    /// File whose content (trimmed) is sent as `Authorization: Bearer …`.
+    /// A file, not an inline value, so that the secret stays out of
+    /// ward.yaml, the environment and every dump of the configuration.
+    /// Read at start-up.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for RegistrationConfig {
@@ -204,6 +215,8 @@ impl Default for RegistrationConfig {
             heartbeat_ms: 30_000,
             timeout_ms: 2_000,
             runtime_id: "ward".to_owned(),
+            ca_file: None,
+            token_file: None,
         }
     }
 }
@@ -387,8 +400,6 @@ pub enum ConfigError {
         value: String,
         message: String,
     },
-    #[error("unknown environment variable {var} (known: {})", ENV_OVERRIDES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))]
-    UnknownEnv { var: String },
     #[error("invalid configuration: {}", .0.join("; "))]
     Invalid(Vec<String>),
 }
@@ -489,6 +500,14 @@ pub const ENV_OVERRIDES: &[(&str, Setter)] = &[
         let _: () = c.registration.runtime_id = v.trim().to_owned();
         Ok(())
     }),
+    ("WARD_REGISTRATION_CA_FILE", |c, v| {
+        let _: () = c.registration.ca_file = non_empty(v).map(PathBuf::from);
+        Ok(())
+    }),
+    ("WARD_REGISTRATION_TOKEN_FILE", |c, v| {
+        let _: () = c.registration.token_file = non_empty(v).map(PathBuf::from);
+        Ok(())
+    }),
     ("WARD_MEMORY_BUDGET_MB", |c, v| {
         let _: () = c.resources.memory_budget_mb = Some(num(v)?);
         Ok(())
@@ -554,10 +573,97 @@ pub const ENV_OVERRIDES: &[(&str, Setter)] = &[
         let _: () = c.sandbox.strict = boolean(v)?;
         Ok(())
     }),
-    // Read by the binaries themselves (log filter, config file), listed so they are not "unknown".
-    ("WARD_LOG", |_, _| Ok(())),
-    ("WARD_CONFIG", |_, _| Ok(())),
 ];
+
+/// `WARD_*` variables that set no field but are read elsewhere: the log
+/// filter, the config file, and the URL the CLI's client commands talk to.
+/// `ward serve` accepts them silently.
+pub const ENV_READ_ELSEWHERE: &[&str] = &["WARD_LOG", "WARD_CONFIG", "WARD_URL"];
+
+/// Every `WARD_*` variable ward knows, in table order.
+fn known_vars() -> impl Iterator<Item = &'static str> {
+    ENV_OVERRIDES
+        .iter()
+        .map(|(name, _)| *name)
+        .chain(ENV_READ_ELSEWHERE.iter().copied())
+}
+
+/// A `WARD_*` variable ward does not know: ignored, with the known name it
+/// most resembles (a typo such as `WARD_MODLE_ROOT` should not pass unseen).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvWarning {
+    pub var: String,
+    /// The known variable at the smallest edit distance from `var`.
+    pub closest: &'static str,
+}
+
+impl std::fmt::Display for EnvWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unknown variable {} ignored; did you mean {}?",
+            self.var, self.closest
+        )
+    }
+}
+
+impl EnvWarning {
+    fn new(var: String) -> EnvWarning {
+        let closest = known_vars()
+            .min_by_key(|known| edit_distance(&var, known))
+            .expect("the table of known variables is not empty");
+        EnvWarning { var, closest }
+    }
+}
+
+/// Levenshtein distance over bytes (variable names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// `ward serve`'s flags. Applied after the environment, so the precedence is
+/// flag, then `WARD_*` variable, then ward.yaml, then the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flags {
+    /// `--model-root` (`WARD_MODEL_ROOT`, `model_root`).
+    pub model_root: Option<PathBuf>,
+    /// `--bind` (`WARD_BIND`, `server.bind`).
+    pub bind: Option<SocketAddr>,
+    /// `--log-dir` (`WARD_LOG_DIR`, `log_dir`).
+    pub log_dir: Option<PathBuf>,
+}
+
+impl Flags {
+    fn apply(&self, cfg: &mut WardConfig) {
+        if let Some(root) = &self.model_root {
+            cfg.model_root.clone_from(root);
+        }
+        if let Some(bind) = self.bind {
+            cfg.server.bind = bind;
+        }
+        if let Some(dir) = &self.log_dir {
+            cfg.log_dir.clone_from(dir);
+        }
+    }
+}
+
+/// A validated configuration and what the caller should warn about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    pub config: WardConfig,
+    pub warnings: Vec<EnvWarning>,
+}
 
 impl WardConfig {
     /// Parses `ward.yaml` text. Operator config is trusted, but still bounded.
@@ -590,18 +696,23 @@ impl WardConfig {
     }
 
     /// Applies `WARD_*` overrides from `vars` (pass `std::env::vars()`); other
-    /// variables are ignored, an unknown `WARD_*` name is an error (a typo must
-    /// not silently keep the default).
+    /// variables are ignored. An unknown `WARD_*` name is returned as a
+    /// warning for the caller to log, not an error: it may be another tool's,
+    /// and a typo is still seen. A bad value of a known one is an error.
     pub fn apply_env(
         &mut self,
         vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<(), ConfigError> {
+    ) -> Result<Vec<EnvWarning>, ConfigError> {
+        let mut warnings = Vec::new();
         for (var, value) in vars {
             if !var.starts_with("WARD_") {
                 continue;
             }
             let Some((_, set)) = ENV_OVERRIDES.iter().find(|(name, _)| *name == var) else {
-                return Err(ConfigError::UnknownEnv { var });
+                if !ENV_READ_ELSEWHERE.contains(&var.as_str()) {
+                    warnings.push(EnvWarning::new(var));
+                }
+                continue;
             };
             set(self, &value).map_err(|message| ConfigError::Env {
                 var,
@@ -609,7 +720,7 @@ impl WardConfig {
                 message,
             })?;
         }
-        Ok(())
+        Ok(warnings)
     }
 
     /// Checks cross-field rules and ranges; reports every problem.
@@ -693,6 +804,15 @@ impl WardConfig {
                 "registration.url {url:?} must be an http:// or https:// URL"
             ));
         }
+        // Whether they can be read is checked when ward serve starts.
+        for (name, path) in [
+            ("registration.ca_file", &self.registration.ca_file),
+            ("registration.token_file", &self.registration.token_file),
+        ] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                bad.push(format!("{name} must not be empty"));
+            }
+        }
         if let Some(token) = &self.server.admin_token
             && token.len() < 16
         {
@@ -725,15 +845,18 @@ impl WardConfig {
         }
     }
 
-    /// Loads the file (if any), applies the environment, validates.
+    /// Loads the file (if any), applies the environment, then the flags,
+    /// and validates.
     pub fn resolve(
         path: Option<&Path>,
         vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<WardConfig, ConfigError> {
-        let mut cfg = WardConfig::load(path)?;
-        cfg.apply_env(vars)?;
-        cfg.validate()?;
-        Ok(cfg)
+        flags: &Flags,
+    ) -> Result<Resolved, ConfigError> {
+        let mut config = WardConfig::load(path)?;
+        let warnings = config.apply_env(vars)?;
+        flags.apply(&mut config);
+        config.validate()?;
+        Ok(Resolved { config, warnings })
     }
 
     pub fn is_trusted(&self, model_id: &str) -> bool {
@@ -835,15 +958,108 @@ mod tests {
             matches!(&e, ConfigError::Env { var, .. } if var == "WARD_MAX_RETRIES"),
             "{e}"
         );
-        let e = c.apply_env(env(&[("WARD_COOLDOWN", "5")])).unwrap_err();
-        assert!(
-            matches!(&e, ConfigError::UnknownEnv { var } if var == "WARD_COOLDOWN"),
-            "{e}"
-        );
         let e = c
             .apply_env(env(&[("WARD_DEFAULT_MODE", "vm")]))
             .unwrap_err();
         assert!(e.to_string().contains("native or container"), "{e}");
+    }
+
+    #[test]
+    fn unknown_variables_are_warnings_naming_the_closest_known_one() {
+        let mut c = WardConfig::default();
+        let warnings = c
+            .apply_env(env(&[
+                ("WARD_MODLE_ROOT", "/x"),
+                ("WARD_COOLDOWN", "5"),
+                ("WARD_SOMETHING", "1"),
+                ("WARD_MAX_RETRIES", "4"),
+            ]))
+            .unwrap();
+        let named: Vec<_> = warnings
+            .iter()
+            .map(|w| (w.var.as_str(), w.closest))
+            .collect();
+        assert_eq!(
+            named[..2],
+            [
+                ("WARD_MODLE_ROOT", "WARD_MODEL_ROOT"),
+                ("WARD_COOLDOWN", "WARD_COOLDOWN_MS")
+            ]
+        );
+        assert_eq!(named[2].0, "WARD_SOMETHING");
+        assert_eq!(
+            warnings[0].to_string(),
+            "unknown variable WARD_MODLE_ROOT ignored; did you mean WARD_MODEL_ROOT?"
+        );
+        // The unknown ones change nothing; the known one after them still applies.
+        assert_eq!(c.model_root, WardConfig::default().model_root);
+        assert_eq!(c.restart.max_retries, 4);
+    }
+
+    #[test]
+    fn variables_read_elsewhere_are_accepted_silently() {
+        let resolved = WardConfig::resolve(
+            None,
+            env(&[
+                ("WARD_URL", "http://127.0.0.1:1"),
+                ("WARD_LOG", "debug"),
+                ("WARD_CONFIG", "/nonexistent/ward.yaml"),
+            ]),
+            &Flags::default(),
+        )
+        .unwrap();
+        assert_eq!(resolved.warnings, []);
+        assert_eq!(resolved.config, WardConfig::default());
+    }
+
+    #[test]
+    fn flags_beat_the_environment_which_beats_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ward.yaml");
+        std::fs::write(
+            &file,
+            "model_root: from-file\nlog_dir: from-file\nserver:\n  bind: 127.0.0.1:1\n",
+        )
+        .unwrap();
+        let vars = env(&[
+            ("WARD_MODEL_ROOT", "from-env"),
+            ("WARD_BIND", "127.0.0.1:2"),
+        ]);
+        let c = WardConfig::resolve(Some(&file), vars.clone(), &Flags::default())
+            .unwrap()
+            .config;
+        assert_eq!(
+            (
+                c.model_root.to_str(),
+                c.log_dir.to_str(),
+                c.server.bind.port()
+            ),
+            (Some("from-env"), Some("from-file"), 2)
+        );
+        let flags = Flags {
+            model_root: Some("from-flag".into()),
+            bind: Some(SocketAddr::from(([127, 0, 0, 1], 3))),
+            log_dir: None,
+        };
+        let c = WardConfig::resolve(Some(&file), vars, &flags)
+            .unwrap()
+            .config;
+        assert_eq!(
+            (
+                c.model_root.to_str(),
+                c.log_dir.to_str(),
+                c.server.bind.port()
+            ),
+            (Some("from-flag"), Some("from-file"), 3)
+        );
+    }
+
+    #[test]
+    fn edit_distance_counts_single_byte_edits() {
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("WARD_BIND", "WARD_BIND"), 0);
+        assert_eq!(edit_distance("WARD_MODLE_ROOT", "WARD_MODEL_ROOT"), 2);
     }
 
     #[test]
@@ -859,5 +1075,42 @@ mod tests {
         };
         assert_eq!(problems.len(), 4, "{problems:?}");
         assert!(problems[0].contains("timeouts.inference_ms"));
+    }
+
+    #[test]
+    fn registration_trust_and_token_come_from_files() {
+        let c = WardConfig::from_yaml(
+            "registration:\n  url: https://backend/register\n  ca_file: /etc/ward/ca.pem\n  token_file: /run/secrets/ward\n",
+            Path::new("w"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.registration.ca_file.as_deref(),
+            Some(Path::new("/etc/ward/ca.pem"))
+        );
+        assert_eq!(
+            c.registration.token_file.as_deref(),
+            Some(Path::new("/run/secrets/ward"))
+        );
+        c.validate().unwrap();
+        let mut c = WardConfig::default();
+        c.apply_env(env(&[
+            ("WARD_REGISTRATION_CA_FILE", "/ca.pem"),
+            ("WARD_REGISTRATION_TOKEN_FILE", " /token "),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.registration.ca_file.as_deref(),
+            Some(Path::new("/ca.pem"))
+        );
+        assert_eq!(
+            c.registration.token_file.as_deref(),
+            Some(Path::new("/token"))
+        );
+        c.registration.ca_file = Some(PathBuf::new());
+        let ConfigError::Invalid(problems) = c.validate().unwrap_err() else {
+            panic!("expected Invalid");
+        };
+        assert_eq!(problems, ["registration.ca_file must not be empty"]);
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use ward_config::WardConfig;
+use ward_config::ward::Flags;
 
 use crate::registry::supervisor::Supervisor;
 
@@ -34,9 +35,9 @@ fn init_tracing() {
         .try_init();
 }
 
-pub fn main(config: Option<&Path>) -> ExitCode {
+pub fn main(config: Option<&Path>, flags: &Flags) -> ExitCode {
     init_tracing();
-    match run(config) {
+    match run(config, flags) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ward: {e:#}");
@@ -45,17 +46,22 @@ pub fn main(config: Option<&Path>) -> ExitCode {
     }
 }
 
-fn config(config: Option<&Path>) -> anyhow::Result<WardConfig> {
+fn config(config: Option<&Path>, flags: &Flags) -> anyhow::Result<WardConfig> {
     let env_config = std::env::var_os("WARD_CONFIG").map(PathBuf::from);
     let path = config.map(Path::to_path_buf).or(env_config);
-    WardConfig::resolve(path.as_deref(), std::env::vars()).context("configuration")
+    let resolved =
+        WardConfig::resolve(path.as_deref(), std::env::vars(), flags).context("configuration")?;
+    for w in &resolved.warnings {
+        tracing::warn!(variable = %w.var, closest = w.closest, "{w}");
+    }
+    Ok(resolved.config)
 }
 
 /// `ward image build`: (re)builds the container workers' image.
 pub fn build_image(config_path: Option<&Path>) -> ExitCode {
     init_tracing();
     let built = (|| {
-        let cfg = config(config_path)?;
+        let cfg = config(config_path, &Flags::default())?;
         let binary = worker_binary(&cfg)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -82,8 +88,8 @@ pub fn build_image(config_path: Option<&Path>) -> ExitCode {
     }
 }
 
-fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
-    let cfg = config(config_path)?;
+fn run(config_path: Option<&Path>, flags: &Flags) -> anyhow::Result<()> {
+    let cfg = config(config_path, flags)?;
     let binary = worker_binary(&cfg)?;
     crate::launch::native::prepare_run_dir(&cfg.run_dir)?;
     // Orphaned grandchildren (a plugin's forks) come back to us to be reaped,
@@ -110,9 +116,14 @@ async fn serve(cfg: WardConfig, binary: PathBuf) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind {bind}"))?;
     let addr = listener.local_addr()?;
+    // The CA and token files are read now: a missing one stops start-up.
+    let registration = crate::telemetry::reporter::Registration::from_config(&cfg.registration)
+        .context("capability registration")?;
     let sup = Supervisor::start(cfg, binary)
         .await
         .context("start-up (probes and the first scan of the model root)")?;
+    // Orphans re-parented to this subreaper are waited for as they die.
+    sup.spawn(crate::launch::reaper::run(sup.cancelled()));
     // Tests and scripts read this line to learn the port (bind may say :0).
     println!("ward: listening on http://{addr}");
     // Probing may start the CUDA driver, which blocks: off the async threads.
@@ -124,10 +135,11 @@ async fn serve(cfg: WardConfig, binary: PathBuf) -> anyhow::Result<()> {
     // serving. It stops first at shutdown; the HTTP server last, when the
     // supervisor has stopped every worker.
     let stop_reporter = sup.cancelled();
-    {
+    if let Some(registration) = registration {
         let hook = metrics.clone();
         sup.spawn(crate::telemetry::reporter::run(
             sup.clone(),
+            registration,
             hardware.clone(),
             move |ok| {
                 hook.observe_registration(ok);

@@ -29,7 +29,7 @@ async fn infer(body: Bytes) -> Response {
         .and_then(|req| {
             req.inputs
                 .into_iter()
-                .map(|i| i.into_tensor())
+                .map(|i| i.into_tensor().map_err(|e| e.to_string()))
                 .collect::<Result<Vec<_>, String>>()
         });
     match decoded {

@@ -4,7 +4,10 @@
 #![allow(clippy::unwrap_used)] // Tests unwrap: a panic is the failure report.
 
 mod api;
+mod cli;
 mod container;
+mod health;
+mod registration;
 mod sandbox;
 mod server;
 mod supervisor;

@@ -74,7 +74,7 @@ pub async fn model_logs(
 }
 
 pub async fn runtime_health(State(app): State<Shared>) -> Json<Value> {
-    let decl = crate::telemetry::reporter::declaration(&app.sup, &app.hardware);
+    let decl = crate::telemetry::capability::declaration(&app.sup, &app.hardware);
     Json(json!({
         "status": app.sup.runtime_health(),
         "health_summary": decl["health_summary"],
@@ -82,7 +82,7 @@ pub async fn runtime_health(State(app): State<Shared>) -> Json<Value> {
 }
 
 pub async fn capabilities(State(app): State<Shared>) -> Json<Value> {
-    let mut decl = crate::telemetry::reporter::declaration(&app.sup, &app.hardware);
+    let mut decl = crate::telemetry::capability::declaration(&app.sup, &app.hardware);
     // What this host can confine plugins with (ISOLATION.md's capability matrix).
     decl["isolation"] = serde_json::to_value(&app.sup.isolation).unwrap_or(Value::Null);
     Json(decl)
@@ -130,7 +130,7 @@ pub async fn events(
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         let event = match rx.recv().await {
             Ok(ev) => SseEvent::default()
-                .event("state")
+                .event(ev.name())
                 .data(serde_json::to_string(&ev).unwrap_or_default()),
             // A slow reader missed events: say so, and go on.
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => SseEvent::default()

@@ -242,6 +242,7 @@ impl Engine {
     ) -> Result<(ContainerWorker, Connected), LaunchError> {
         let sock_dir = plan
             .launch
+            .generation
             .cfg
             .run_dir
             .join("containers")
@@ -527,18 +528,24 @@ impl ContainerPlan<'_> {
                 LABEL_SUPERVISOR.to_owned(),
                 self.engine.supervisor_id.clone(),
             ),
-            (LABEL_MODEL.to_owned(), self.launch.model.to_owned()),
-            (LABEL_VERSION.to_owned(), self.launch.version.to_owned()),
+            (
+                LABEL_MODEL.to_owned(),
+                self.launch.generation.model.to_owned(),
+            ),
+            (
+                LABEL_VERSION.to_owned(),
+                self.launch.generation.version.to_owned(),
+            ),
             (
                 LABEL_GENERATION.to_owned(),
-                self.launch.generation.to_string(),
+                self.launch.generation.number.to_string(),
             ),
         ])
     }
 
     /// The create request: the worker, its mounts and the lockdown.
     pub fn create_body(&self, token: &str, sock_dir: &Path) -> ContainerCreateBody {
-        let s = &self.launch.cfg.sandbox;
+        let s = &self.launch.generation.cfg.sandbox;
         let mut env: Vec<String> = crate::sandbox::jail::plugin_env()
             .into_iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -566,7 +573,7 @@ impl ContainerPlan<'_> {
         binds.push(format!(
             "{}:{}:ro",
             self.launch.model_dir.display(),
-            model_dir_in_container(self.launch.model, self.launch.version)
+            model_dir_in_container(self.launch.generation.model, self.launch.generation.version)
         ));
         binds.push(format!("{}:{SOCKET_DIR}:rw", sock_dir.display()));
         let memory = i64::try_from(self.launch.plan.memory_bytes).unwrap_or(i64::MAX);

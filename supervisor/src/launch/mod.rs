@@ -9,5 +9,6 @@ pub mod handshake;
 pub mod ipc;
 pub mod native;
 pub mod plan;
+pub mod reaper;
 pub mod status;
 pub mod worker;

@@ -129,7 +129,13 @@ pub async fn start(
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|source| LaunchError::Exec {
+    // Owned: the orphan reaper leaves its exit status to tokio.
+    let mut child = crate::launch::reaper::spawn_owned(|| {
+        let child = cmd.spawn()?;
+        let pid = child.id();
+        Ok((child, pid))
+    })
+    .map_err(|source| LaunchError::Exec {
         binary: spec.binary.clone(),
         source,
     })?;

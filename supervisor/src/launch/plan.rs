@@ -13,14 +13,21 @@ use ward_protocol::{Device, LoadRequest};
 
 use crate::sandbox::ids::plugin_id;
 
-/// What a plan is made from; nothing in it is read from the host here.
-pub struct PlanInput<'a> {
+/// Which worker of which version is being started, under which contract
+/// and configuration.
+#[derive(Clone, Copy)]
+pub struct Generation<'a> {
     pub cfg: &'a WardConfig,
     pub contract: &'a ModelContract,
     pub model: &'a str,
     pub version: &'a str,
     /// Which worker process of this version this is (1 for the first).
-    pub generation: u64,
+    pub number: u64,
+}
+
+/// What a plan is made from; nothing in it is read from the host here.
+pub struct PlanInput<'a> {
+    pub generation: Generation<'a>,
     /// The memory this version was admitted with (MiB).
     pub declared_mb: u64,
     /// The host's CPU count: no worker gets more threads or quota than this.
@@ -41,11 +48,7 @@ pub struct ContainerInput<'a> {
 
 /// What one generation is started from: the plan and the version's files.
 pub struct Launch<'a> {
-    pub cfg: &'a WardConfig,
-    pub contract: &'a ModelContract,
-    pub model: &'a str,
-    pub version: &'a str,
-    pub generation: u64,
+    pub generation: Generation<'a>,
     pub model_dir: &'a Path,
     pub worker_binary: &'a Path,
     pub plan: &'a Plan,
@@ -80,12 +83,14 @@ pub struct ContainerSettings {
 
 /// Makes the plan.
 pub fn plan(input: &PlanInput<'_>) -> Plan {
-    let PlanInput {
+    let Generation {
         cfg,
         contract,
         model,
         version,
-        generation,
+        number: generation,
+    } = input.generation;
+    let PlanInput {
         declared_mb,
         host_cores,
         ..
@@ -198,11 +203,13 @@ mod tests {
         container: Option<ContainerInput<'a>>,
     ) -> PlanInput<'a> {
         PlanInput {
-            cfg,
-            contract,
-            model: "digits",
-            version: "1.0.0",
-            generation: 3,
+            generation: Generation {
+                cfg,
+                contract,
+                model: "digits",
+                version: "1.0.0",
+                number: 3,
+            },
             declared_mb: 256,
             host_cores: 2,
             container,

@@ -61,11 +61,16 @@ impl WorkerProcess {
     /// future and call again.
     pub async fn wait(&mut self) -> Result<WorkerStatus, WaitError> {
         match self {
-            WorkerProcess::Native(child) => child
-                .wait()
-                .await
-                .map(WorkerStatus::from_exit)
-                .map_err(|e| WaitError::Wait(e.to_string())),
+            WorkerProcess::Native(child) => {
+                let pid = child.id();
+                let status = child.wait().await;
+                if let (Ok(_), Some(pid)) = (&status, pid) {
+                    crate::launch::reaper::release(pid);
+                }
+                status
+                    .map(WorkerStatus::from_exit)
+                    .map_err(|e| WaitError::Wait(e.to_string()))
+            }
             WorkerProcess::Container(c) => c.wait().await,
         }
     }
@@ -212,7 +217,7 @@ impl Target {
                     };
                     let spec = WorkerSpec {
                         binary: l.worker_binary.to_owned(),
-                        run_dir: l.cfg.run_dir.clone(),
+                        run_dir: l.generation.cfg.run_dir.clone(),
                         name: l.plan.name.clone(),
                         limit: FrameLimit::new(l.plan.max_frame),
                         spin_us: l.plan.spin_us,
@@ -249,20 +254,20 @@ fn jail_spec(
     };
     let cgroup =
         WorkerCgroup::create(&cgroup_root(), &l.plan.name, &limits).map_err(LaunchError::Cgroup)?;
-    if l.cfg.sandbox.strict && !cgroup.missing().is_empty() {
+    if l.generation.cfg.sandbox.strict && !cgroup.missing().is_empty() {
         return Err(LaunchError::Strict(cgroup.missing().join(", ")));
     }
     let cgroup_procs = cgroup.procs_files();
     footprint.cgroup = Some(cgroup);
-    let new_root = l.cfg.run_dir.join("jails").join(&l.plan.name);
+    let new_root = l.generation.cfg.run_dir.join("jails").join(&l.plan.name);
     std::fs::create_dir_all(&new_root).map_err(|source| LaunchError::JailDir {
         path: new_root.clone(),
         source,
     })?;
     footprint.jail_dir = Some(new_root.clone());
     let plan = JailPlan {
-        cfg: l.cfg,
-        contract: l.contract,
+        cfg: l.generation.cfg,
+        contract: l.generation.contract,
         model_dir: l.model_dir,
         worker: l.worker_binary,
         worker_args: Vec::new(),

@@ -29,7 +29,12 @@ use crate::version::handle::{self, VersionHandle};
 use crate::version::health::{self, Health, HealthReport};
 use crate::version::lifecycle::LifecycleState;
 use crate::version::owner::VersionSetup;
-use crate::version::status::{Event, InferCall, InferResult, VersionKey, VersionStatus};
+use crate::version::status::{
+    Event, InferCall, InferResult, VersionEvent, VersionKey, VersionStatus,
+};
+
+/// How often health is re-evaluated for change events.
+const HEALTH_EVERY: Duration = Duration::from_millis(250);
 
 /// What a rescan changed.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -89,7 +94,7 @@ impl Supervisor {
         crate::sandbox::cgroup::cleanup_stale("ward-");
         let tracker = TaskTracker::new();
         let docker = docker_engine(&cfg, &worker_binary, &tracker).await;
-        let sup = Supervisor::build(
+        let sup = Supervisor::new(
             cfg,
             host,
             worker_binary,
@@ -99,33 +104,15 @@ impl Supervisor {
             tracker,
         );
         tracing::info!(budget_mb = sup.memory_budget_mb, "ward starting");
+        sup.tracker.spawn(sup.clone().watch_health(sup.cancelled()));
         let report = sup.rescan().await?;
         tracing::info!(added = report.added.len(), "initial scan done");
         Ok(sup)
     }
 
-    /// `isolation` and `runtime` come from blocking probes: see [`Supervisor::probe`].
+    /// `isolation` and `runtime` come from blocking probes (see
+    /// [`Supervisor::probe`]); `tracker` tracks every task of this supervisor.
     pub fn new(
-        cfg: WardConfig,
-        host: HostInfo,
-        worker_binary: PathBuf,
-        isolation: crate::sandbox::probe::IsolationReport,
-        runtime: crate::sandbox::jail::RuntimePaths,
-        docker: Option<crate::launch::container::Engine>,
-    ) -> Arc<Supervisor> {
-        let tracker = TaskTracker::new();
-        Supervisor::build(
-            cfg,
-            host,
-            worker_binary,
-            isolation,
-            runtime,
-            docker,
-            tracker,
-        )
-    }
-
-    fn build(
         cfg: WardConfig,
         host: HostInfo,
         worker_binary: PathBuf,
@@ -208,6 +195,67 @@ impl Supervisor {
 
     pub fn statuses(&self) -> Vec<(VersionStatus, HealthReport)> {
         self.versions().iter().map(|h| h.status()).collect()
+    }
+
+    /// Publishes every health change the moment it is seen: a version's
+    /// health changing while its state does not (a state change carries its
+    /// own event), and the runtime's aggregate. Health follows a sliding
+    /// window, so it also changes as time passes with no request at all:
+    /// it is re-evaluated every [`HEALTH_EVERY`].
+    pub async fn watch_health(self: Arc<Self>, stop: CancellationToken) {
+        // What the last event (of either kind) said of each version.
+        let mut told: BTreeMap<(String, String), (LifecycleState, Health)> = BTreeMap::new();
+        let mut events = self.events.subscribe();
+        let mut runtime = self.runtime_health();
+        let mut tick = tokio::time::interval(HEALTH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            // A state change tells the health of its moment.
+            loop {
+                match events.try_recv() {
+                    Ok(Event::State(e)) => {
+                        told.insert((e.model_id, e.version), (e.state, e.health));
+                    }
+                    Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                    Err(_) => break,
+                }
+            }
+            let mut states = Vec::new();
+            for handle in self.versions() {
+                let (status, report) = handle.status();
+                states.push((status.state, report.health));
+                let key = (status.model_id.clone(), status.version.clone());
+                let now = (status.state, report.health);
+                match told.insert(key, now) {
+                    Some((state, health)) if state == now.0 && health != now.1 => {
+                        tracing::info!(key = %handle.key, from = %health, to = %now.1, reason = %report.reason, "health change");
+                        let _ = self.events.send(Event::Health(VersionEvent {
+                            model_id: status.model_id,
+                            version: status.version,
+                            state: status.state,
+                            health: report.health,
+                            reason: Some(report.reason),
+                            at_ms: crate::time::now_ms(),
+                        }));
+                    }
+                    _ => {}
+                }
+            }
+            let now = health::aggregate(states);
+            if now != runtime {
+                tracing::info!(from = %runtime, to = %now, "runtime health change");
+                let _ = self.events.send(Event::Runtime {
+                    health: now,
+                    previous: runtime,
+                    at_ms: crate::time::now_ms(),
+                });
+                runtime = now;
+            }
+        }
     }
 
     /// The runtime's health (spec 003 §6.5, Appendix B).

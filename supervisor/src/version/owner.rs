@@ -27,7 +27,7 @@ use crate::errors::{ErrorCode, InferFailure, error_chain};
 use crate::launch::handshake::{Output, describe};
 use crate::launch::ipc::Conn;
 use crate::launch::plan::Launch;
-use crate::launch::plan::{ContainerInput, PlanInput, load_request, plan};
+use crate::launch::plan::{ContainerInput, Generation, PlanInput, load_request, plan};
 use crate::launch::status::{WaitError, WorkerStatus};
 use crate::launch::worker::{Footprint, Started, Target, WorkerProcess};
 use crate::time::now_ms;
@@ -278,12 +278,15 @@ impl Owner {
         let load_timeout = Duration::from_millis(self.cfg.timeouts.load_ms);
         let started_at = Instant::now();
         self.release_footprint().await;
-        let plan = plan(&PlanInput {
+        let generation = Generation {
             cfg: &self.cfg,
             contract: &self.contract,
             model: &self.key.model,
             version: &self.key.version,
-            generation: self.generation,
+            number: self.generation,
+        };
+        let plan = plan(&PlanInput {
+            generation,
             declared_mb: self.declared_mb,
             host_cores: host_cores(),
             container: self.target.engine().map(|e| ContainerInput {
@@ -293,11 +296,7 @@ impl Owner {
             }),
         });
         let launch = Launch {
-            cfg: &self.cfg,
-            contract: &self.contract,
-            model: &self.key.model,
-            version: &self.key.version,
-            generation: self.generation,
+            generation,
             model_dir: &self.path,
             worker_binary: &self.binary,
             plan: &plan,

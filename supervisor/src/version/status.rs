@@ -148,13 +148,42 @@ pub struct Shared {
     pub hint_ms: Option<f64>,
 }
 
-/// A state or health change, for event streams and capability reports.
+/// A change worth telling: each is an event on `/v1/events` (named by
+/// [`Event::name`]) and triggers a (coalesced) capability registration.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Event {
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// A version moved to another lifecycle state.
+    State(VersionEvent),
+    /// A version's health changed while its state did not.
+    Health(VersionEvent),
+    /// The runtime's aggregate health (spec 003 Appendix B) changed.
+    Runtime {
+        health: Health,
+        previous: Health,
+        at_ms: u64,
+    },
+}
+
+impl Event {
+    /// The event's name on the event stream.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::State(_) => "state",
+            Event::Health(_) => "health",
+            Event::Runtime { .. } => "runtime",
+        }
+    }
+}
+
+/// One version's state and health at a change.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VersionEvent {
     pub model_id: String,
     pub version: String,
     pub state: LifecycleState,
     pub health: Health,
+    /// Why: the state's reason, or the health report's.
     pub reason: Option<String>,
     pub at_ms: u64,
 }
@@ -178,7 +207,7 @@ pub(crate) fn set_state(
         g.status.since_ms = now_ms();
         let ready = to == LifecycleState::Ready;
         let health = g.window.evaluate(Instant::now(), ready, g.hint_ms).health;
-        Event {
+        VersionEvent {
             model_id: g.status.model_id.clone(),
             version: g.status.version.clone(),
             state: to,
@@ -188,6 +217,6 @@ pub(crate) fn set_state(
         }
     };
     tracing::info!(model = %event.model_id, version = %event.version, state = %to, reason = ?event.reason, "state change");
-    let _ = events.send(event);
+    let _ = events.send(Event::State(event));
     Ok(())
 }
