@@ -25,9 +25,9 @@ mod yaml;
 pub use mode::{Mode, ModeChoice, ModeInputs, ModeReason, NoMode, select_mode};
 pub use model::{
     Backend, ClassifierSpec, ColorOrder, EntryPoints, FieldSchema, FieldType, FrameFormat,
-    FrameSpec, GpuInfo, Hardware, HostInfo, InputKind, InputSpec, Layout, ModelContract, ModelId,
-    OutputSpec, Performance, Preprocessing, Resources, RuntimeSpec, TensorSpec, Timeouts,
-    validate_contract, validate_version_dir,
+    FrameSpec, GpuInfo, Hardware, HealthCheckOverrides, HostInfo, InputKind, InputSpec, Layout,
+    ModelContract, ModelId, OutputSpec, Performance, Preprocessing, Resources, RuntimeSpec,
+    TensorSpec, Timeouts, validate_contract, validate_version_dir,
 };
 pub use problem::{Invalid, Problem, ProblemKind};
 pub use schema::validate_output;

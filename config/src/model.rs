@@ -237,6 +237,29 @@ pub struct Timeouts {
     pub postprocess_ms: Option<u64>,
 }
 
+/// Per-model health-check knobs (ward.yaml's `health_check`, spec 002's
+/// interval, timeout, retries and start period); `None` takes the
+/// supervisor's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HealthCheckOverrides {
+    pub interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub retries: Option<u32>,
+    pub start_period_ms: Option<u64>,
+}
+
+impl HealthCheckOverrides {
+    /// The effective settings: each field set here wins over `base`.
+    pub fn over(&self, base: &crate::ward::HealthCheckConfig) -> crate::ward::HealthCheckConfig {
+        crate::ward::HealthCheckConfig {
+            interval_ms: self.interval_ms.unwrap_or(base.interval_ms),
+            timeout_ms: self.timeout_ms.unwrap_or(base.timeout_ms),
+            retries: self.retries.unwrap_or(base.retries),
+            start_period_ms: self.start_period_ms.unwrap_or(base.start_period_ms),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Resources {
     pub memory_mb: Option<u64>,
@@ -261,6 +284,7 @@ pub struct ModelContract {
     pub weights: PathBuf,
     pub runtime: RuntimeSpec,
     pub timeouts: Timeouts,
+    pub health_check: HealthCheckOverrides,
     pub resources: Resources,
 }
 
@@ -292,6 +316,7 @@ const TOP_KEYS: &[&str] = &[
     "weights",
     "runtime",
     "timeouts",
+    "health_check",
     "resources",
     "metadata",
 ];
@@ -436,6 +461,7 @@ fn read_contract(
     let performance = read_performance(top, p);
     let runtime = read_runtime(top, p);
     let timeouts = read_timeouts(top, p);
+    let health_check = read_health_check(top, p);
     let resources = read_resources(top, p);
     if let Some(m) = top.get("metadata") {
         Obj::new(m, "metadata".into(), p);
@@ -544,6 +570,7 @@ fn read_contract(
         weights,
         runtime: runtime?,
         timeouts: timeouts?,
+        health_check: health_check?,
         resources: resources?,
     })
 }
@@ -1341,6 +1368,26 @@ fn read_timeouts(top: &Obj<'_>, p: &mut Problems) -> Option<Timeouts> {
         inference_ms: o.uint("inference_ms", 1, MAX_MS, p),
         preprocess_ms: o.uint("preprocess_ms", 1, MAX_MS, p),
         postprocess_ms: o.uint("postprocess_ms", 1, MAX_MS, p),
+    })
+}
+
+fn read_health_check(top: &Obj<'_>, p: &mut Problems) -> Option<HealthCheckOverrides> {
+    let Some(o) = top.obj("health_check", p) else {
+        return top
+            .get("health_check")
+            .is_none()
+            .then(HealthCheckOverrides::default);
+    };
+    o.known(
+        &["interval_ms", "timeout_ms", "retries", "start_period_ms"],
+        p,
+    );
+    const MAX_MS: u64 = 3_600_000;
+    Some(HealthCheckOverrides {
+        interval_ms: o.uint("interval_ms", 1, MAX_MS, p),
+        timeout_ms: o.uint("timeout_ms", 1, MAX_MS, p),
+        retries: o.uint("retries", 1, 100, p).map(|n| n as u32),
+        start_period_ms: o.uint("start_period_ms", 0, MAX_MS, p),
     })
 }
 

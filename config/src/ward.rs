@@ -31,6 +31,7 @@ pub struct WardConfig {
     pub timeouts: TimeoutConfig,
     pub restart: RestartConfig,
     pub health: HealthConfig,
+    pub health_check: HealthCheckConfig,
     pub registration: RegistrationConfig,
     pub resources: ResourceConfig,
     pub models: ModelPolicy,
@@ -51,6 +52,7 @@ impl Default for WardConfig {
             timeouts: TimeoutConfig::default(),
             restart: RestartConfig::default(),
             health: HealthConfig::default(),
+            health_check: HealthCheckConfig::default(),
             registration: RegistrationConfig::default(),
             resources: ResourceConfig::default(),
             models: ModelPolicy::default(),
@@ -70,6 +72,10 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// Largest accepted HTTP request body.
     pub body_limit_bytes: u64,
+    /// Request-body bytes all requests together may hold at once; a body
+    /// that would pass it is answered OVERLOADED before it is read. At least
+    /// `body_limit_bytes`, or the largest bodies could never be served.
+    pub max_body_bytes_in_flight: u64,
     /// Bearer token for admin routes; admin routes are off without one.
     pub admin_token: Option<String>,
     /// Route requests without a version to the highest READY version instead of
@@ -82,6 +88,9 @@ impl Default for ServerConfig {
         ServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             body_limit_bytes: 32 << 20,
+            // Eight largest bodies at once; decoded tensors take about as
+            // much again, so a flood costs ward ~512 MiB at most.
+            max_body_bytes_in_flight: 256 << 20,
             admin_token: None,
             route_unversioned_to_latest: false,
         }
@@ -185,6 +194,32 @@ impl Default for HealthConfig {
             unhealthy_error_rate: 0.10,
             consecutive_timeouts: 3,
             latency_factor: 4.0,
+        }
+    }
+}
+
+/// Liveness checks of an idle worker, with spec 002's knobs: a `Ping` every
+/// `interval_ms` must be answered within `timeout_ms` (and pass the plugin's
+/// own `health(context)` where it defines one); `retries` failures in a row
+/// kill the worker (exit cause `unresponsive`). Failures within
+/// `start_period_ms` of a worker's start do not count. model.yaml's
+/// `health_check` overrides each field for its model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub retries: u32,
+    pub start_period_ms: u64,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig {
+            interval_ms: 5_000,
+            timeout_ms: 2_000,
+            retries: 3,
+            start_period_ms: 0,
         }
     }
 }
@@ -456,6 +491,10 @@ pub const ENV_OVERRIDES: &[(&str, Setter)] = &[
         let _: () = c.server.body_limit_bytes = num(v)?;
         Ok(())
     }),
+    ("WARD_MAX_BODY_BYTES_IN_FLIGHT", |c, v| {
+        let _: () = c.server.max_body_bytes_in_flight = num(v)?;
+        Ok(())
+    }),
     ("WARD_ADMIN_TOKEN", |c, v| {
         let _: () = c.server.admin_token = non_empty(v);
         Ok(())
@@ -478,6 +517,22 @@ pub const ENV_OVERRIDES: &[(&str, Setter)] = &[
     }),
     ("WARD_LOAD_TIMEOUT_MS", |c, v| {
         let _: () = c.timeouts.load_ms = num(v)?;
+        Ok(())
+    }),
+    ("WARD_HEALTH_CHECK_INTERVAL_MS", |c, v| {
+        let _: () = c.health_check.interval_ms = num(v)?;
+        Ok(())
+    }),
+    ("WARD_HEALTH_CHECK_TIMEOUT_MS", |c, v| {
+        let _: () = c.health_check.timeout_ms = num(v)?;
+        Ok(())
+    }),
+    ("WARD_HEALTH_CHECK_RETRIES", |c, v| {
+        let _: () = c.health_check.retries = num(v)?;
+        Ok(())
+    }),
+    ("WARD_HEALTH_CHECK_START_PERIOD_MS", |c, v| {
+        let _: () = c.health_check.start_period_ms = num(v)?;
         Ok(())
     }),
     ("WARD_COOLDOWN_MS", |c, v| {
@@ -736,6 +791,9 @@ impl WardConfig {
         positive("timeouts.preprocess_ms", t.preprocess_ms);
         positive("timeouts.postprocess_ms", t.postprocess_ms);
         positive("timeouts.load_ms", t.load_ms);
+        positive("health_check.interval_ms", self.health_check.interval_ms);
+        positive("health_check.timeout_ms", self.health_check.timeout_ms);
+        positive("health_check.retries", u64::from(self.health_check.retries));
         positive("registration.heartbeat_ms", self.registration.heartbeat_ms);
         positive("registration.timeout_ms", self.registration.timeout_ms);
         positive("server.body_limit_bytes", self.server.body_limit_bytes);
@@ -755,6 +813,12 @@ impl WardConfig {
             self.resources.default_model_memory_mb,
         );
         positive("sandbox.scratch_mb", self.sandbox.scratch_mb);
+        if self.server.max_body_bytes_in_flight < self.server.body_limit_bytes {
+            bad.push(format!(
+                "server.max_body_bytes_in_flight ({}) must be at least server.body_limit_bytes ({})",
+                self.server.max_body_bytes_in_flight, self.server.body_limit_bytes
+            ));
+        }
         if self.sandbox.pids_max < 8 {
             bad.push(
                 "sandbox.pids_max must be at least 8 (the worker and its plugin need threads)"
@@ -949,6 +1013,35 @@ mod tests {
     }
 
     #[test]
+    fn health_check_defaults_env_and_validation() {
+        let mut c = WardConfig::default();
+        assert_eq!(c.health_check, HealthCheckConfig::default());
+        assert_eq!(
+            (c.health_check.interval_ms, c.health_check.timeout_ms),
+            (5_000, 2_000)
+        );
+        c.apply_env(env(&[
+            ("WARD_HEALTH_CHECK_INTERVAL_MS", "200"),
+            ("WARD_HEALTH_CHECK_TIMEOUT_MS", "150"),
+            ("WARD_HEALTH_CHECK_RETRIES", "2"),
+            ("WARD_HEALTH_CHECK_START_PERIOD_MS", "1000"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.health_check,
+            HealthCheckConfig {
+                interval_ms: 200,
+                timeout_ms: 150,
+                retries: 2,
+                start_period_ms: 1000
+            }
+        );
+        let c = WardConfig::from_yaml("health_check: { retries: 0 }\n", Path::new("ward.yaml"));
+        let err = c.unwrap().validate().unwrap_err().to_string();
+        assert!(err.contains("health_check.retries"), "{err}");
+    }
+
+    #[test]
     fn bad_environment_values_name_the_variable() {
         let mut c = WardConfig::default();
         let e = c
@@ -1075,6 +1168,29 @@ mod tests {
         };
         assert_eq!(problems.len(), 4, "{problems:?}");
         assert!(problems[0].contains("timeouts.inference_ms"));
+    }
+
+    #[test]
+    fn the_body_bytes_bound_is_configurable_and_holds_the_largest_body() {
+        let c = WardConfig::default();
+        assert_eq!(c.server.max_body_bytes_in_flight, 256 << 20);
+        let mut c = WardConfig::from_yaml(
+            "server:\n  body_limit_bytes: 1000\n  max_body_bytes_in_flight: 5000\n",
+            Path::new("w"),
+        )
+        .unwrap();
+        assert_eq!(c.server.max_body_bytes_in_flight, 5000);
+        c.validate().unwrap();
+        c.apply_env(env(&[("WARD_MAX_BODY_BYTES_IN_FLIGHT", "999")]))
+            .unwrap();
+        assert_eq!(c.server.max_body_bytes_in_flight, 999);
+        let ConfigError::Invalid(problems) = c.validate().unwrap_err() else {
+            panic!("expected Invalid");
+        };
+        assert!(
+            problems[0].contains("server.max_body_bytes_in_flight"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -527,6 +527,45 @@ fn zero_timeout() {
 }
 
 #[test]
+fn health_check_overrides_are_read() {
+    let f = Fixture::onnx(&format!(
+        "{GOOD_ONNX}health_check: {{interval_ms: 200, retries: 2, start_period_ms: 0}}\n"
+    ));
+    let c = validate_version_dir(&f.dir, &cpu_host()).unwrap();
+    assert_eq!(c.health_check.interval_ms, Some(200));
+    assert_eq!(c.health_check.timeout_ms, None);
+    assert_eq!(c.health_check.retries, Some(2));
+    assert_eq!(c.health_check.start_period_ms, Some(0));
+    let base = ward_config::ward::HealthCheckConfig::default();
+    let eff = c.health_check.over(&base);
+    assert_eq!(
+        (eff.interval_ms, eff.timeout_ms, eff.retries),
+        (200, 2_000, 2)
+    );
+}
+
+#[test]
+fn health_check_problems_each_name_their_field() {
+    let f = Fixture::onnx(&format!(
+        "{GOOD_ONNX}health_check: {{interval_ms: 0, timeout_ms: soon, retries: 0, every: 3}}\n"
+    ));
+    let mut problems = f.problems(&cpu_host());
+    problems.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        problems,
+        vec![
+            ("health_check.every".to_owned(), ProblemKind::UnknownField),
+            (
+                "health_check.interval_ms".to_owned(),
+                ProblemKind::InvalidValue
+            ),
+            ("health_check.retries".to_owned(), ProblemKind::InvalidValue),
+            ("health_check.timeout_ms".to_owned(), ProblemKind::WrongType),
+        ]
+    );
+}
+
+#[test]
 fn memory_as_text() {
     let f = Fixture::onnx(&format!("{GOOD_ONNX}resources: {{memory_mb: lots}}\n"));
     expect_one(&f, "resources.memory_mb", ProblemKind::WrongType);

@@ -42,9 +42,9 @@ mod tensor;
 pub use error::ProtocolError;
 pub use frame::{FrameLimit, HEADER_LEN, read_message, write_message};
 pub use message::{
-    Device, Frame, FromWorker, Hello, ImageFormat, InferError, InferErrorKind, InferInput, InferOk,
-    InferRequest, LoadErrorKind, LoadFailed, LoadRequest, Loaded, Message, RequestId, Timings,
-    ToWorker, WorkerStats,
+    Device, Frame, FromWorker, HealthCheck, Hello, ImageFormat, InferError, InferErrorKind,
+    InferInput, InferOk, InferRequest, LoadErrorKind, LoadFailed, LoadRequest, Loaded, Message,
+    PhaseLimits, RequestId, Timings, ToWorker, WorkerStats,
 };
 pub use tensor::{DataType, Tensor, TensorError, TensorInfo, UnknownDataType};
 

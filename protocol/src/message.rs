@@ -34,7 +34,8 @@ pub enum ToWorker {
     Infer(InferRequest),
     /// The request's deadline passed: stop working on it if possible. No reply.
     Cancel { id: RequestId },
-    /// Liveness probe; answered by `Pong` with the same sequence number.
+    /// Liveness probe; answered by `Pong` with the same sequence number,
+    /// after the plugin's own health check when it defines one.
     Ping { seq: u64 },
     /// Finish promptly and exit 0.
     Shutdown,
@@ -52,7 +53,47 @@ pub enum FromWorker {
     Pong {
         seq: u64,
         stats: WorkerStats,
+        /// The plugin's own health check, run for this ping.
+        check: HealthCheck,
     },
+}
+
+/// The result of a plugin's own health check (spec 000 §8's optional health
+/// command: a Python plugin's `health(context)`), carried by `Pong`.
+#[derive(Debug, Clone, PartialEq, Eq, SchemaWrite, SchemaRead)]
+pub enum HealthCheck {
+    /// The model defines no health check: answering the ping is the check.
+    Undefined,
+    Passed,
+    /// It returned false or raised; the message says which and why.
+    Failed {
+        message: String,
+    },
+}
+
+/// Each phase's own time limit (spec 003 §5.4), in milliseconds; the worker
+/// answers `Timeout` naming the phase that overran. The supervisor still
+/// bounds the whole request by their sum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, SchemaWrite, SchemaRead)]
+pub struct PhaseLimits {
+    pub preprocess_ms: u64,
+    pub inference_ms: u64,
+    pub postprocess_ms: u64,
+}
+
+impl PhaseLimits {
+    /// Spec 003 §5.4's defaults.
+    pub const DEFAULT: PhaseLimits = PhaseLimits {
+        preprocess_ms: 1_000,
+        inference_ms: 5_000,
+        postprocess_ms: 1_000,
+    };
+}
+
+impl Default for PhaseLimits {
+    fn default() -> Self {
+        PhaseLimits::DEFAULT
+    }
 }
 
 /// The worker's half of the handshake.
@@ -89,6 +130,11 @@ pub struct LoadRequest {
     pub python: Option<String>,
     /// Run one inference on synthetic input before answering `Loaded`.
     pub warmup: bool,
+    /// Each phase's limit, resolved by the supervisor (model.yaml over
+    /// ward.yaml over `WARD_*`). Sent once here rather than with every
+    /// request: they are constants of the model version, and a request
+    /// frame stays as small as it was.
+    pub phase_limits: PhaseLimits,
 }
 
 /// A successful load.

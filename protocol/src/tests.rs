@@ -115,6 +115,14 @@ fn arb_stats() -> impl Strategy<Value = WorkerStats> {
     )
 }
 
+fn arb_check() -> impl Strategy<Value = HealthCheck> {
+    prop_oneof![
+        Just(HealthCheck::Undefined),
+        Just(HealthCheck::Passed),
+        arb_string().prop_map(|message| HealthCheck::Failed { message }),
+    ]
+}
+
 fn arb_to_worker() -> impl Strategy<Value = ToWorker> {
     prop_oneof![
         any::<u16>().prop_map(|protocol_version| ToWorker::Welcome { protocol_version }),
@@ -126,9 +134,18 @@ fn arb_to_worker() -> impl Strategy<Value = ToWorker> {
             proptest::option::of(arb_string()),
             proptest::option::of(arb_string()),
             any::<bool>(),
+            (any::<u64>(), any::<u64>(), any::<u64>()),
         )
             .prop_map(
-                |(model_dir, device, intra_op_threads, onnxruntime_library, python, warmup)| {
+                |(
+                    model_dir,
+                    device,
+                    intra_op_threads,
+                    onnxruntime_library,
+                    python,
+                    warmup,
+                    (preprocess_ms, inference_ms, postprocess_ms),
+                )| {
                     ToWorker::Load(LoadRequest {
                         model_dir,
                         device,
@@ -136,6 +153,11 @@ fn arb_to_worker() -> impl Strategy<Value = ToWorker> {
                         onnxruntime_library,
                         python,
                         warmup,
+                        phase_limits: PhaseLimits {
+                            preprocess_ms,
+                            inference_ms,
+                            postprocess_ms,
+                        },
                     })
                 }
             ),
@@ -218,7 +240,11 @@ fn arb_from_worker() -> impl Strategy<Value = FromWorker> {
                     exception,
                 })
             ),
-        (any::<u64>(), arb_stats()).prop_map(|(seq, stats)| FromWorker::Pong { seq, stats }),
+        (any::<u64>(), arb_stats(), arb_check()).prop_map(|(seq, stats, check)| FromWorker::Pong {
+            seq,
+            stats,
+            check
+        }),
     ]
 }
 
@@ -359,4 +385,19 @@ fn encoding_is_bincode_compatible() {
     .encode(&mut payload)
     .unwrap();
     assert_eq!(payload, [1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, b'n', b'o']);
+    // Pong (tag 5): seq, the four stats, then the check's tag and payload.
+    let mut payload = Vec::new();
+    FromWorker::Pong {
+        seq: 1,
+        stats: WorkerStats::default(),
+        check: HealthCheck::Failed {
+            message: "x".into(),
+        },
+    }
+    .encode(&mut payload)
+    .unwrap();
+    let mut expected = vec![5, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0];
+    expected.extend([0; 8 * 3 + 4]);
+    expected.extend([2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, b'x']);
+    assert_eq!(payload, expected);
 }

@@ -29,9 +29,13 @@ fn worker_binary(cfg: &WardConfig) -> anyhow::Result<PathBuf> {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal: under systemd, Docker or a
+    // log shipper escape codes are noise in every line.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }
 
@@ -170,7 +174,7 @@ async fn serve(cfg: WardConfig, binary: PathBuf) -> anyhow::Result<()> {
         tokio::select! {
             _ = hup.recv() => {
                 match sup.rescan().await {
-                    Ok(r) => tracing::info!(added = ?r.added, removed = ?r.removed, unchanged = r.unchanged, "rescan (SIGHUP)"),
+                    Ok(r) => tracing::info!(added = ?r.added, removed = ?r.removed, retried = ?r.retried, unchanged = r.unchanged, "rescan (SIGHUP)"),
                     Err(e) => tracing::error!(error = %e, "rescan failed"),
                 }
             }

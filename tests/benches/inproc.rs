@@ -45,6 +45,7 @@ fn run(model: &str, threads: u32, seconds: f64) {
         onnxruntime_library: Some(ward_tests::onnxruntime().to_string_lossy().into_owned()),
         python: None,
         warmup: true,
+        phase_limits: ward_protocol::PhaseLimits::DEFAULT,
     };
     let (mut backend, _) = ward_worker::backend::load(&req, 64 << 20).expect("load in-process");
     // A few untimed runs first, as the HTTP measurements get a warm-up too.

@@ -35,6 +35,7 @@ fn load_request() -> LoadRequest {
         onnxruntime_library: Some(ward_tests::onnxruntime().to_string_lossy().into_owned()),
         python: None,
         warmup: true,
+        phase_limits: ward_protocol::PhaseLimits::DEFAULT,
     }
 }
 

@@ -147,3 +147,115 @@ fn every_health_change_is_an_event_while_the_state_stays_ready() {
     });
     assert_eq!(ev["kind"], "runtime", "{ev}");
 }
+
+#[test]
+fn runtime_paths_reached_through_a_symlinked_directory_work_in_the_jail() {
+    // The Python environment and ONNX Runtime, reached through a link to the
+    // directory that holds them (as a virtualenv under a symlink is).
+    let links = tempfile::tempdir().unwrap();
+    let venv = crate::support::python()
+        .parent()
+        .and_then(|bin| bin.parent())
+        .unwrap()
+        .canonicalize()
+        .unwrap();
+    let link = links.path().join("env");
+    std::os::unix::fs::symlink(&venv, &link).unwrap();
+    let python = link.join("bin/python");
+    let ort = link.join(
+        crate::support::onnxruntime()
+            .canonicalize()
+            .unwrap()
+            .strip_prefix(&venv)
+            .expect("ONNX Runtime comes from the virtualenv"),
+    );
+    let ward = Ward::start(
+        |root| {
+            install(root, &bundled("digits/1.0.0"), "digits");
+            install(root, &bundled("brightness/1.0.0"), "brightness");
+        },
+        &[
+            ("WARD_PYTHON", python.to_str().unwrap()),
+            ("WARD_ONNXRUNTIME_LIBRARY", ort.to_str().unwrap()),
+        ],
+    );
+    for model in ["digits", "brightness"] {
+        let s = ward.wait_for(model, "1.0.0", Duration::from_secs(30), |s| {
+            s["state"] == "READY" || s["state"] == "FAILED"
+        });
+        assert_eq!(s["state"], "READY", "{s}");
+        assert_eq!(s["sandboxed"], true, "{s}");
+    }
+    let (code, body) = ward.post(
+        "/v2/models/digits/versions/1.0.0/infer",
+        &crate::server::digits_body(&[0.0; 64]),
+    );
+    assert_eq!(code, 200, "{body}");
+}
+
+#[test]
+fn a_version_skipped_for_memory_loads_at_the_rescan_after_memory_frees() {
+    // Room for one digits worker (256 MB each): 1.1.0 loads, 1.0.0 is skipped.
+    let ward = Ward::start(
+        |root| {
+            install(root, &bundled("digits/1.0.0"), "digits");
+            install(root, &bundled("digits/1.1.0"), "digits");
+        },
+        &[("WARD_MEMORY_BUDGET_MB", "300")],
+    );
+    ward.wait_state("digits", "1.1.0", "READY");
+    let skipped = ward.wait_state("digits", "1.0.0", "FAILED");
+    assert!(
+        skipped["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("memory budget")),
+        "{skipped}"
+    );
+    std::fs::remove_dir_all(ward.models().join("digits/1.1.0")).unwrap();
+    // The next rescan unloads 1.1.0, which frees the memory 1.0.0 needs.
+    ward.signal(Signal::SIGHUP);
+    ward.wait_state("digits", "1.1.0", "UNLOADED");
+    ward.wait_state("digits", "1.0.0", "READY");
+    let (code, body) = ward.post(
+        "/v2/models/digits/versions/1.0.0/infer",
+        &crate::server::digits_body(&[0.0; 64]),
+    );
+    assert_eq!(code, 200, "{body}");
+}
+
+/// A cgroup v1 memory cgroup of its own, removed on drop.
+struct MemoryCgroup(std::path::PathBuf);
+
+impl MemoryCgroup {
+    fn new(limit_bytes: u64) -> MemoryCgroup {
+        let dir = std::path::Path::new("/sys/fs/cgroup/memory")
+            .join(format!("ward-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a memory cgroup (cgroup v1, as root)");
+        std::fs::write(dir.join("memory.limit_in_bytes"), limit_bytes.to_string()).unwrap();
+        MemoryCgroup(dir)
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // Empty once the supervisor and its workers are gone.
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn the_memory_budget_follows_the_cgroup_limit_not_the_hosts_memory() {
+    let cgroup = MemoryCgroup::new(1 << 30);
+    let mut ward = Ward::start_in(
+        |root| {
+            install(root, &bundled("digits/1.0.0"), "digits");
+        },
+        &[],
+        Some(&cgroup.0.join("cgroup.procs")),
+    );
+    ward.wait_state("digits", "1.0.0", "READY");
+    // 80% of the cgroup's 1024 MB, though the host has far more.
+    assert!(ward.stderr().contains("budget_mb=819"), "{}", ward.stderr());
+    ward.signal(Signal::SIGTERM);
+    assert!(ward.wait_exit(Duration::from_secs(20)).is_some());
+}

@@ -6,7 +6,10 @@
 mod api;
 mod cli;
 mod container;
+mod exits;
+mod floods;
 mod health;
+mod liveness;
 mod registration;
 mod sandbox;
 mod server;

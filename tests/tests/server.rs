@@ -74,6 +74,16 @@ pub fn edit(path: &Path, from: &str, to: &str) {
 impl Ward {
     /// A scratch directory with an empty model root; `prepare` fills it.
     pub fn start(prepare: impl FnOnce(&Path), env: &[(&str, &str)]) -> Ward {
+        Ward::start_in(prepare, env, None)
+    }
+
+    /// As [`Ward::start`], with the supervisor placed in the cgroup whose
+    /// `cgroup.procs` file is given before it runs.
+    pub fn start_in(
+        prepare: impl FnOnce(&Path),
+        env: &[(&str, &str)],
+        cgroup_procs: Option<&Path>,
+    ) -> Ward {
         let dir = tempfile::tempdir().unwrap();
         let models = dir.path().join("models");
         std::fs::create_dir_all(&models).unwrap();
@@ -100,11 +110,17 @@ impl Ward {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        // Opened before the fork: the child only writes to it.
+        let procs = cgroup_procs.map(|p| std::fs::OpenOptions::new().write(true).open(p).unwrap());
         // If this test process dies (a panic while another thread still holds
         // the Ward, so Drop never runs), the supervisor shuts down with it.
-        // SAFETY: prctl is async-signal-safe.
+        // SAFETY: prctl and write(2) are async-signal-safe.
         unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                if let Some(f) = &procs {
+                    // "0" is the writing process itself (cgroup v1 and v2).
+                    nix::unistd::write(f, b"0").map_err(std::io::Error::from)?;
+                }
                 nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
                     .map_err(std::io::Error::from)
             });

@@ -96,6 +96,7 @@ impl Worker {
             onnxruntime_library: Some(onnxruntime().to_string_lossy().into_owned()),
             python: Some(python().to_string_lossy().into_owned()),
             warmup: true,
+            phase_limits: ward_protocol::PhaseLimits::DEFAULT,
         }
     }
 

@@ -227,7 +227,7 @@ fn several_requests_in_flight_are_answered_by_id_and_counted() {
     }
     w.send(&ToWorker::Ping { seq: 5 });
     match w.recv().unwrap() {
-        FromWorker::Pong { seq, stats } => {
+        FromWorker::Pong { seq, stats, .. } => {
             assert_eq!(seq, 5);
             assert_eq!(stats.requests_served, 8);
             assert_eq!(stats.in_flight, 0);
@@ -758,7 +758,7 @@ fn lanes_answer_pings_at_once_and_cancel_and_expire_queued_requests() {
     let served = infer_with(&mut w, 5, long, e);
     w.send(&ToWorker::Ping { seq: 7 });
     match w.recv().unwrap() {
-        FromWorker::Pong { seq, stats } => {
+        FromWorker::Pong { seq, stats, .. } => {
             assert_eq!(seq, 7);
             assert_eq!(stats.in_flight, 5, "running and queued");
             assert_eq!(stats.requests_served, 0);

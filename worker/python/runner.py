@@ -10,6 +10,7 @@ plugin prints goes to stderr, which ward keeps in the model's log.
 import importlib.util
 import json
 import os
+import signal
 import struct
 import sys
 import time
@@ -115,6 +116,62 @@ def failure(exc):
     }
 
 
+class PhaseTimeout(BaseException):
+    """A phase overran its own limit (spec 003 §5.4). A BaseException, so that
+    a plugin's `except Exception` cannot swallow it."""
+
+    def __init__(self, phase):
+        super().__init__(phase)
+        self.phase = phase
+
+
+class Alarm:
+    """Each phase's limit, as SIGALRM: plugin code that overruns is
+    interrupted as soon as the interpreter runs again. Code stuck inside a C
+    call that never returns is not; the supervisor's deadline bounds that."""
+
+    def __init__(self):
+        self.phase = None
+        signal.signal(signal.SIGALRM, self.fire)
+
+    def fire(self, _signum, _frame):
+        if self.phase is not None:
+            raise PhaseTimeout(self.phase)
+
+    def arm(self, phase, limits, index):
+        self.phase = phase
+        if limits is not None:
+            signal.setitimer(signal.ITIMER_REAL, limits[index] / 1000.0)
+
+    def disarm(self):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        self.phase = None
+
+
+def run_phase(alarm, phase, limits, index, fn, *args):
+    alarm.arm(phase, limits, index)
+    try:
+        return fn(*args)
+    finally:
+        alarm.disarm()
+
+
+def health(inference, ctx):
+    """Spec 000 §8's optional health command: `health(context)` in inference.py."""
+    check = getattr(inference, "health", None)
+    if not callable(check):
+        return {"ok": True, "healthy": None}
+    try:
+        result = check(ctx)
+    except BaseException as exc:  # noqa: BLE001 — a failed check, reported as such
+        if isinstance(exc, SystemExit):
+            raise
+        return failure(exc)
+    if result is False:
+        return {"ok": True, "healthy": False, "message": "health() returned False"}
+    return {"ok": True, "healthy": True}
+
+
 def main():
     header, _ = receive()
     ctx = types.SimpleNamespace(
@@ -144,19 +201,24 @@ def main():
         return
     send({"ok": True})
 
+    alarm = Alarm()
     while True:
         header, blobs = receive()
+        if header.get("op") == "health":
+            send(health(inference, ctx))
+            continue
+        limits = header.get("limits_ms")
         inputs = {m["name"]: decode_tensor(m, b) for m, b in zip(header["inputs"], blobs)}
         ctx.request = types.SimpleNamespace(**(header.get("request") or {}))
         try:
             t0 = time.perf_counter()
             if pre is not None:
-                inputs = pre(inputs, ctx)
+                inputs = run_phase(alarm, "preprocess", limits, 0, pre, inputs, ctx)
             t1 = time.perf_counter()
-            result = inference.infer(inputs, ctx)
+            result = run_phase(alarm, "inference", limits, 1, inference.infer, inputs, ctx)
             t2 = time.perf_counter()
             if post is not None:
-                result = post(result, ctx)
+                result = run_phase(alarm, "postprocess", limits, 2, post, result, ctx)
             t3 = time.perf_counter()
             if not isinstance(result, dict):
                 raise TypeError(f"infer must return a dict, not {type(result).__name__}")
@@ -176,9 +238,13 @@ def main():
             }
             body = json.dumps(reply, default=to_json)  # fail here, not half-way through a reply
         except BaseException as exc:  # noqa: BLE001
+            alarm.disarm()
             if isinstance(exc, SystemExit):
                 raise
-            send(failure(exc))
+            reply = failure(exc)
+            if isinstance(exc, PhaseTimeout):
+                reply["timeout"] = exc.phase
+            send(reply)
             continue
         data = body.encode()
         PROTO_OUT.write(struct.pack("<I", len(data)) + data)

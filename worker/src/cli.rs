@@ -20,6 +20,21 @@ long the worker polls for the next request before sleeping (default 50, 0 = neve
 /// exited): distinct from a crash of the worker itself.
 pub const EXIT_BACKEND_DIED: u8 = 70;
 
+/// Exit status when the plugin process was killed by seccomp (SIGSYS): 128 +
+/// SIGSYS, as a shell reports a death by that signal, so that the
+/// supervisor (through the jail's pid 1, which relays statuses that way)
+/// classifies it as the seccomp violation it was, not as a crash.
+pub const EXIT_PLUGIN_SECCOMP: u8 = 128 + nix::libc::SIGSYS as u8;
+
+/// The exit status for a backend that died.
+fn backend_exit_code(fatal: &crate::backend::Fatal) -> u8 {
+    if fatal.signal == Some(nix::libc::SIGSYS) {
+        EXIT_PLUGIN_SECCOMP
+    } else {
+        EXIT_BACKEND_DIED
+    }
+}
+
 enum Target {
     Socket(String),
     Fd(i32),
@@ -103,7 +118,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Exit::Backend(why)) => {
             eprintln!("ward-worker: {why}");
-            ExitCode::from(EXIT_BACKEND_DIED)
+            ExitCode::from(backend_exit_code(&why))
         }
         Err(e) => {
             eprintln!("ward-worker: {}", error_chain(&e));

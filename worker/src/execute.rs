@@ -9,10 +9,11 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use ward_protocol::{
-    FrameLimit, FromWorker, InferError, InferErrorKind, InferOk, InferRequest, ProtocolError,
-    RequestId, write_message,
+    FrameLimit, FromWorker, InferError, InferErrorKind, InferOk, InferRequest, PhaseLimits,
+    ProtocolError, RequestId, write_message,
 };
 
+use crate::backend::phase;
 use crate::backend::{Failure, Infer};
 
 /// Why the worker stopped.
@@ -24,19 +25,30 @@ pub enum Exit {
     Protocol(#[from] ProtocolError),
     /// The backend died under a request (e.g. the plugin process exited).
     #[error("backend failure: {0}")]
-    Backend(String),
+    Backend(crate::backend::Fatal),
 }
 
 /// A request waiting to run.
 pub(crate) struct Queued {
     pub req: InferRequest,
     pub deadline: Instant,
+    /// Each phase's limit; `None` before the model is loaded (and in tests).
+    pub limits: Option<PhaseLimits>,
 }
 
 impl Queued {
     pub fn new(req: InferRequest) -> Queued {
         let deadline = Instant::now() + Duration::from_micros(req.budget_us);
-        Queued { req, deadline }
+        Queued {
+            req,
+            deadline,
+            limits: None,
+        }
+    }
+
+    pub fn within(mut self, limits: PhaseLimits) -> Queued {
+        self.limits = Some(limits);
+        self
     }
 }
 
@@ -136,7 +148,18 @@ pub(crate) fn execute<B: Infer + ?Sized>(
     let Some(backend) = backend else {
         return Ok(refusal(id, InferErrorKind::Internal, "no model is loaded"));
     };
-    match backend.infer(q.req.input) {
+    let ran = match &q.limits {
+        Some(limits) => backend
+            .infer_within(q.req.input, limits)
+            .and_then(|outcome| match phase::overrun(&outcome.timings, limits) {
+                // It finished, but too late: the phase could not be
+                // interrupted (see `phase`), and its result is dropped.
+                Some(late) => Err(phase::exceeded(late, limits)),
+                None => Ok(outcome),
+            }),
+        None => backend.infer(q.req.input),
+    };
+    match ran {
         Ok(mut outcome) => {
             let wanted = &q.req.outputs;
             if !wanted.is_empty() {
@@ -174,6 +197,6 @@ pub(crate) fn execute<B: Infer + ?Sized>(
             message,
             exception,
         })),
-        Err(Failure::Fatal(message)) => Err(Exit::Backend(message)),
+        Err(Failure::Fatal(fatal)) => Err(Exit::Backend(fatal)),
     }
 }

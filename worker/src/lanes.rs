@@ -99,8 +99,9 @@ struct PanicGuard<'a>(&'a Pool);
 impl Drop for PanicGuard<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0
-                .fail(Exit::Backend("a lane of the worker panicked".into()));
+            self.0.fail(Exit::Backend(crate::backend::Fatal::new(
+                "a lane of the worker panicked",
+            )));
         }
     }
 }
@@ -290,7 +291,9 @@ mod tests {
             let (ms, value) = (x[0], x[1]);
             assert!(!ms.is_nan(), "asked to panic");
             if ms < 0.0 {
-                return Err(Failure::Fatal("the fake backend died".into()));
+                return Err(Failure::Fatal(crate::backend::Fatal::new(
+                    "the fake backend died",
+                )));
             }
             lock(&self.log).push((value, true));
             std::thread::sleep(Duration::from_millis(ms as u64));
@@ -514,7 +517,7 @@ mod tests {
         assert!(r.lanes().has_failed());
         r.submit(3, 0.0, 3.0);
         match r.lanes.take().unwrap().stop() {
-            Some(Exit::Backend(why)) => assert_eq!(why, "the fake backend died"),
+            Some(Exit::Backend(why)) => assert_eq!(why.message, "the fake backend died"),
             other => panic!("expected a backend failure, got {other:?}"),
         }
         // The running request still finished; the fatal one and the one after
@@ -531,7 +534,7 @@ mod tests {
         assert_eq!(poll(&mut fds, PollTimeout::from(5000u16)).unwrap(), 1);
         let mut r = r;
         match r.lanes.take().unwrap().stop() {
-            Some(Exit::Backend(why)) => assert!(why.contains("panicked"), "{why}"),
+            Some(Exit::Backend(why)) => assert!(why.message.contains("panicked"), "{why}"),
             other => panic!("expected a backend failure, got {other:?}"),
         }
     }

@@ -7,6 +7,10 @@
 //! second thread, whose hand-off would cost more than a small model's whole
 //! inference. A `Ping` sent during a long inference is answered when it ends; a
 //! hung inference is the supervisor's to detect (by its deadline) and to kill.
+//! (The supervisor pings only a worker with nothing in flight, so a busy
+//! worker is never judged by a late `Pong`.) A `Ping` runs the model's own
+//! health check first — a Python plugin's `health(context)` — and the `Pong`
+//! carries its result.
 //!
 //! An ONNX model that asks for N >= 2 CPU threads is served by N lanes instead
 //! (see `lanes.rs` and [`backend::lanes`]): this thread then only reads
@@ -23,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use ward_protocol::{
-    FrameLimit, FromWorker, Hello, InferErrorKind, LoadErrorKind, LoadFailed, PROTOCOL_VERSION,
-    ProtocolError, ToWorker, WorkerStats, read_message,
+    FrameLimit, FromWorker, HealthCheck, Hello, InferErrorKind, LoadErrorKind, LoadFailed,
+    PROTOCOL_VERSION, PhaseLimits, ProtocolError, ToWorker, WorkerStats, read_message,
 };
 
 use crate::backend::{self, Backend, Serving};
@@ -52,6 +56,8 @@ pub struct Server<S> {
     engine: Engine,
     /// Requests waiting to run inline (the lanes keep their own queue).
     queue: VecDeque<Queued>,
+    /// Each phase's limit, from `Load`.
+    limits: PhaseLimits,
 }
 
 impl<S: Read + Write + AsFd + Send + 'static> Server<S> {
@@ -71,6 +77,7 @@ impl<S: Read + Write + AsFd + Send + 'static> Server<S> {
             read_buf: Vec::new(),
             engine: Engine::Empty,
             queue: VecDeque::new(),
+            limits: PhaseLimits::DEFAULT,
         };
         server.send(&FromWorker::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -205,7 +212,7 @@ impl<S: Read + Write + AsFd + Send + 'static> Server<S> {
     fn handle(&mut self, msg: ToWorker) -> Result<bool, Exit> {
         match msg {
             ToWorker::Infer(req) => {
-                let q = Queued::new(req);
+                let q = Queued::new(req).within(self.limits);
                 match &self.engine {
                     Engine::Lanes(lanes) => lanes.submit(q),
                     _ => self.queue.push_back(q),
@@ -228,6 +235,16 @@ impl<S: Read + Write + AsFd + Send + 'static> Server<S> {
                 }
             }
             ToWorker::Ping { seq } => {
+                let check = match &mut self.engine {
+                    Engine::Inline(backend) => match backend.health() {
+                        Ok(check) => check,
+                        Err(crate::backend::Failure::Fatal(why)) => return Err(Exit::Backend(why)),
+                        Err(crate::backend::Failure::Request { message, .. }) => {
+                            HealthCheck::Failed { message }
+                        }
+                    },
+                    _ => HealthCheck::Undefined,
+                };
                 let in_flight = match &self.engine {
                     Engine::Lanes(lanes) => lanes.in_flight(),
                     _ => self.queue.len(),
@@ -241,7 +258,7 @@ impl<S: Read + Write + AsFd + Send + 'static> Server<S> {
                     requests_failed,
                     in_flight: in_flight as u32,
                 };
-                out.send(&FromWorker::Pong { seq, stats })?;
+                out.send(&FromWorker::Pong { seq, stats, check })?;
             }
             ToWorker::Load(req) => {
                 let reply = match self.engine {
@@ -260,6 +277,7 @@ impl<S: Read + Write + AsFd + Send + 'static> Server<S> {
     }
 
     fn load(&mut self, req: &ward_protocol::LoadRequest) -> FromWorker {
+        self.limits = req.phase_limits;
         let (serving, loaded) = match backend::load_for_serving(req, self.limit.get() as usize) {
             Ok(ok) => ok,
             Err(failed) => return FromWorker::LoadFailed(failed),

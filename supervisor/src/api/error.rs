@@ -2,15 +2,16 @@
 //! "..."}` with a matching status, the code always an [`ErrorCode`]. A
 //! client's mistake is a 4xx with its reason; an internal fault is a 500 that
 //! never echoes internal text — it is logged with a request id, and the
-//! client gets the id.
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! client gets the id. A failed inference request's body carries its
+//! `request_id` too, the one its log line names.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::api::request_id::RequestId;
+use crate::api::retry_after;
 use crate::errors::{ErrorCode, InferFailure};
 
 /// The one error type of the API.
@@ -19,6 +20,11 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub message: String,
+    /// Seconds for `Retry-After` on OVERLOADED; [`retry_after::MIN_SECS`]
+    /// when not estimated.
+    pub retry_after: Option<u64>,
+    /// The id the server log knows this request by, sent as `request_id`.
+    pub request_id: Option<RequestId>,
 }
 
 impl ApiError {
@@ -27,6 +33,8 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+            request_id: None,
         }
     }
 
@@ -37,18 +45,15 @@ impl ApiError {
     /// An internal fault: `what` failed because of `error`. Both are logged
     /// under a fresh request id; the client sees only the id.
     pub fn internal(what: &str, error: &dyn std::error::Error) -> ApiError {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        let id = format!(
-            "{:x}-{}",
-            crate::time::now_ms(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let id = RequestId::fresh();
         tracing::error!(request_id = %id, error = %crate::errors::error_chain(error), "{what} failed");
-        ApiError::new(
+        let mut e = ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Internal,
             format!("internal error (request id {id}; the server log has the details)"),
-        )
+        );
+        e.request_id = Some(id);
+        e
     }
 }
 
@@ -79,15 +84,15 @@ impl From<InferFailure> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let overloaded = self.code == ErrorCode::Overloaded;
-        let mut resp = (
-            self.status,
-            Json(json!({ "error": self.message, "code": self.code })),
-        )
-            .into_response();
-        if overloaded {
+        let mut body = json!({ "error": self.message, "code": self.code });
+        if let Some(id) = &self.request_id {
+            body["request_id"] = json!(id.as_str());
+        }
+        let mut resp = (self.status, Json(body)).into_response();
+        if self.code == ErrorCode::Overloaded {
+            let secs = self.retry_after.unwrap_or(retry_after::MIN_SECS);
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

@@ -1,8 +1,10 @@
 //! Inference over HTTP: the Open Inference Protocol's infer routes (JSON
 //! tensors and the binary tensor data extension) and ward's frame route.
 //! Every request that reaches a model version is counted in the metrics once,
-//! in [`observe`], with one set of labels.
+//! in [`observe`], with one set of labels; there too a failure is logged
+//! (rate-limited) and an OVERLOADED answer gets its `Retry-After`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -15,9 +17,13 @@ use serde_json::{Value, json};
 use ward_protocol::{Frame, ImageFormat, InferInput, Tensor};
 
 use crate::api::error::ApiError;
-use crate::api::state::{App, Body, Shared};
+use crate::api::failure_log::Failure;
+use crate::api::request_id::RequestId;
+use crate::api::retry_after;
+use crate::api::state::{App, Body, Intake, Shared};
 use crate::api::tensor_json;
 use crate::errors::ErrorCode;
+use crate::telemetry::metrics::Rejection;
 use crate::version::handle::VersionHandle;
 use crate::version::status::InferResult;
 
@@ -46,20 +52,22 @@ const HEADER_LENGTH: &str = "inference-header-content-length";
 
 pub async fn infer_unversioned(
     State(app): State<Shared>,
+    State(intake): State<Arc<Intake>>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    Body(body): Body,
+    Body(body, _held): Body,
 ) -> Result<Response, ApiError> {
-    infer(app, name, None, headers, body).await
+    infer(&app, &intake, name, None, headers, body).await
 }
 
 pub async fn infer_versioned(
     State(app): State<Shared>,
+    State(intake): State<Arc<Intake>>,
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
-    Body(body): Body,
+    Body(body, _held): Body,
 ) -> Result<Response, ApiError> {
-    infer(app, name, Some(version), headers, body).await
+    infer(&app, &intake, name, Some(version), headers, body).await
 }
 
 fn param_bool(p: &Option<serde_json::Map<String, Value>>, key: &str) -> bool {
@@ -124,7 +132,8 @@ fn decode_request(headers: &HeaderMap, body: &Bytes) -> Result<(InferBody, Vec<T
 }
 
 async fn infer(
-    app: Shared,
+    app: &App,
+    intake: &Intake,
     name: String,
     version: Option<String>,
     headers: HeaderMap,
@@ -132,17 +141,22 @@ async fn infer(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let handle = app.sup.version(&name, version.as_deref())?;
-    let outcome = respond(&app, &handle, &name, &headers, &body).await;
-    observe(
-        &app,
-        &handle,
-        started,
-        outcome
-            .as_ref()
-            .map(|(_, spent)| *spent)
-            .map_err(|e| e.code),
-    );
-    outcome.map(|(response, _)| response)
+    let mut client_id = None;
+    let outcome = respond(app, &handle, &name, &headers, &body, &mut client_id).await;
+    let about = About {
+        client_id: client_id.as_deref(),
+        frame_id: None,
+        camera_id: None,
+    };
+    observe(app, intake, &handle, started, &about, outcome)
+}
+
+/// What a request said about itself, for its log line.
+struct About<'a> {
+    /// The Open Inference Protocol body's `id`, once the body is decoded.
+    client_id: Option<&'a str>,
+    frame_id: Option<&'a str>,
+    camera_id: Option<&'a str>,
 }
 
 /// Where a request that a model answered spent its time.
@@ -163,27 +177,68 @@ impl Spent {
 }
 
 /// Counts one request that reached a model version, with its outcome and,
-/// when the model answered, where the time went.
-fn observe(app: &App, handle: &VersionHandle, started: Instant, outcome: Result<Spent, ErrorCode>) {
+/// when the model answered, where the time went. A failure is also logged
+/// (rate-limited per version) and names its request id in its answer; an
+/// OVERLOADED one is told when to retry from the version's queue depth and
+/// recent latency.
+fn observe<T>(
+    app: &App,
+    intake: &Intake,
+    handle: &VersionHandle,
+    started: Instant,
+    about: &About<'_>,
+    outcome: Result<(T, Spent), ApiError>,
+) -> Result<T, ApiError> {
+    let (model, version) = (&handle.key.model, &handle.key.version);
+    let latency = started.elapsed();
+    let spent = outcome.as_ref().ok().map(|(_, s)| *s);
     app.metrics.observe_request(
-        &handle.key.model,
-        &handle.key.version,
-        outcome.map_or_else(ErrorCode::as_str, |_| "ok"),
-        outcome.ok().map(|s| s.queue),
-        outcome.ok().map(|s| s.inference),
-        started.elapsed(),
+        model,
+        version,
+        outcome.as_ref().map_or_else(|e| e.code.as_str(), |_| "ok"),
+        spent.map(|s| s.queue),
+        spent.map(|s| s.inference),
+        latency,
     );
+    let mut e = match outcome {
+        Ok((answer, _)) => return Ok(answer),
+        Err(e) => e,
+    };
+    if e.code == ErrorCode::Overloaded {
+        app.metrics.observe_rejection(Rejection::QueueFull);
+        e.retry_after = Some(retry_after::for_queue(
+            handle.in_flight(),
+            app.metrics.recent_latency(model, version),
+            app.sup.cfg.queue.max_in_flight,
+        ));
+    }
+    let id = RequestId::from_client(about.client_id);
+    intake.failures.record(&Failure {
+        model,
+        version,
+        request_id: &id,
+        frame_id: about.frame_id,
+        camera_id: about.camera_id,
+        code: e.code,
+        message: &e.message,
+        latency,
+    });
+    e.request_id = Some(id);
+    Err(e)
 }
 
-/// Decodes, runs and encodes one request.
+/// Decodes, runs and encodes one request; `client_id` is the body's `id`
+/// once it is decoded.
 async fn respond(
     app: &App,
     handle: &VersionHandle,
     name: &str,
     headers: &HeaderMap,
     body: &Bytes,
+    client_id: &mut Option<String>,
 ) -> Result<(Response, Spent), ApiError> {
     let (req, tensors) = decode_request(headers, body)?;
+    client_id.clone_from(&req.id);
     let timeout = req
         .parameters
         .as_ref()
@@ -257,13 +312,32 @@ pub struct FrameQuery {
 /// One picture in, the model's schema output out (spec 003 §5.2).
 pub async fn frame_infer(
     State(app): State<Shared>,
+    State(intake): State<Arc<Intake>>,
     Path((name, version)): Path<(String, String)>,
     Query(q): Query<FrameQuery>,
     headers: HeaderMap,
-    Body(body): Body,
+    Body(body, _held): Body,
 ) -> Result<Json<Value>, ApiError> {
     let started = Instant::now();
     let handle = app.sup.version(&name, Some(&version))?;
+    let outcome = run_frame(&app, &handle, &q, &headers, body).await;
+    let about = About {
+        client_id: None,
+        frame_id: q.frame_id.as_deref(),
+        camera_id: q.camera_id.as_deref(),
+    };
+    observe(&app, &intake, &handle, started, &about, outcome)
+}
+
+/// Checks, runs and answers one frame.
+async fn run_frame(
+    app: &App,
+    handle: &VersionHandle,
+    q: &FrameQuery,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<(Json<Value>, Spent), ApiError> {
+    let key = &handle.key;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -285,7 +359,8 @@ pub async fn frame_infer(
         .is_some_and(|c| c.input.frame.is_none())
     {
         return Err(ApiError::bad_request(format!(
-            "{name}@{version} takes tensors, not frames"
+            "{}@{} takes tensors, not frames",
+            key.model, key.version
         )));
     }
     let frame = Frame {
@@ -294,17 +369,11 @@ pub async fn frame_infer(
         frame_id: q.frame_id.clone(),
         camera_id: q.camera_id.clone(),
     };
-    let outcome = app
+    let result = app
         .sup
-        .infer(&handle, InferInput::Frame(frame), Vec::new(), None)
-        .await;
-    observe(
-        &app,
-        &handle,
-        started,
-        outcome.as_ref().map(Spent::of).map_err(|f| f.code),
-    );
-    let result = outcome?;
+        .infer(handle, InferInput::Frame(frame), Vec::new(), None)
+        .await?;
+    let spent = Spent::of(&result);
     let Some(structured) = result.structured else {
         return Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
@@ -312,14 +381,15 @@ pub async fn frame_infer(
             "the model produced no schema output for this frame",
         ));
     };
-    Ok(Json(json!({
-        "model_id": name,
-        "version": version,
+    let answer = Json(json!({
+        "model_id": key.model,
+        "version": key.version,
         "frame_id": q.frame_id,
         "camera_id": q.camera_id,
         "result": structured,
         "inference_ms": result.total_us as f64 / 1e3,
-    })))
+    }));
+    Ok((answer, spent))
 }
 
 #[cfg(test)]

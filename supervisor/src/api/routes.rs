@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 
 use crate::api::error::ApiError;
-use crate::api::state::Shared;
+use crate::api::state::{ApiState, Intake, Shared};
 use crate::api::{admin, infer, metadata, status};
 use crate::errors::ErrorCode;
 
@@ -16,7 +16,7 @@ macro_rules! routes {
         /// Every route the API serves, as (method, path).
         pub const ROUTES: &[(&str, &str)] = &[$((routes!(@name $method), $path)),*];
 
-        fn table(router: axum::Router<Shared>) -> axum::Router<Shared> {
+        fn table(router: axum::Router<ApiState>) -> axum::Router<ApiState> {
             router$(.route($path, $method($handler)))*
         }
     };
@@ -49,9 +49,11 @@ routes! {
 }
 
 /// The router over `app`: the table, JSON fallbacks for unknown routes and
-/// methods, and the body limit.
+/// methods, the body limit, and a fresh [`Intake`] (body budget, failure
+/// log) for the traffic it serves.
 pub fn router(app: Shared) -> axum::Router {
     let body_limit = usize::try_from(app.sup.cfg.server.body_limit_bytes).unwrap_or(usize::MAX);
+    let intake = std::sync::Arc::new(Intake::new(&app.sup.cfg));
     table(axum::Router::new())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route")
@@ -64,7 +66,7 @@ pub fn router(app: Shared) -> axum::Router {
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
-        .with_state(app)
+        .with_state(ApiState { app, intake })
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::error::ApiError;
-use crate::api::state::Shared;
-use crate::telemetry::metrics::VersionGauges;
+use crate::api::state::{Intake, Shared};
+use crate::telemetry::metrics::{ServerGauges, VersionGauges};
 
 fn status_json(
     status: &crate::version::status::VersionStatus,
@@ -96,7 +96,10 @@ pub async fn openapi() -> Response {
         .into_response()
 }
 
-pub async fn metrics(State(app): State<Shared>) -> Response {
+pub async fn metrics(
+    State(app): State<Shared>,
+    State(intake): State<std::sync::Arc<Intake>>,
+) -> Response {
     let statuses = app.sup.statuses();
     let gauges: Vec<VersionGauges<'_>> = statuses
         .iter()
@@ -111,7 +114,11 @@ pub async fn metrics(State(app): State<Shared>) -> Response {
             rss_bytes: s.rss_bytes,
         })
         .collect();
-    let body = app.metrics.render(&gauges);
+    let server = ServerGauges {
+        body_bytes_in_flight: intake.bodies.in_use(),
+        max_body_bytes_in_flight: intake.bodies.limit(),
+    };
+    let body = app.metrics.render(&server, &gauges);
     (
         [(
             header::CONTENT_TYPE,

@@ -631,6 +631,34 @@ impl ContainerPlan<'_> {
     }
 }
 
+/// A container's Docker health status, when its image declares a
+/// HEALTHCHECK (`State.Health.Status` of `docker inspect`); `None` without one.
+pub fn docker_health(state: Option<&bollard::models::ContainerState>) -> Option<String> {
+    let status = state?.health.as_ref()?.status?;
+    match status {
+        bollard::models::HealthStatusEnum::EMPTY | bollard::models::HealthStatusEnum::NONE => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// Reads a worker container's Docker health (its image's HEALTHCHECK).
+pub struct HealthReader {
+    docker: Docker,
+    id: String,
+}
+
+impl HealthReader {
+    /// `Some(None)`: the image declares no HEALTHCHECK; `None`: the engine
+    /// did not answer in time.
+    pub async fn read(&self) -> Option<Option<String>> {
+        let info = tokio::time::timeout(API_TIMEOUT, self.docker.inspect_container(&self.id, None))
+            .await
+            .ok()?
+            .ok()?;
+        Some(docker_health(info.state.as_ref()))
+    }
+}
+
 /// A running worker container.
 pub struct ContainerWorker {
     engine: Arc<Engine>,
@@ -648,6 +676,13 @@ impl ContainerWorker {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub fn health_reader(&self) -> HealthReader {
+        HealthReader {
+            docker: self.engine.docker.clone(),
+            id: self.id.clone(),
+        }
     }
 
     /// Cancel-safe: the receiver stays in `self` across calls.
@@ -711,6 +746,29 @@ impl ContainerWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_health_is_read_from_the_inspected_state() {
+        use bollard::models::{ContainerState, Health, HealthStatusEnum};
+        let state = |status| ContainerState {
+            health: Some(Health {
+                status: Some(status),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            docker_health(Some(&state(HealthStatusEnum::UNHEALTHY))).as_deref(),
+            Some("unhealthy")
+        );
+        assert_eq!(
+            docker_health(Some(&state(HealthStatusEnum::HEALTHY))).as_deref(),
+            Some("healthy")
+        );
+        assert_eq!(docker_health(Some(&state(HealthStatusEnum::NONE))), None);
+        assert_eq!(docker_health(Some(&ContainerState::default())), None);
+        assert_eq!(docker_health(None), None);
+    }
 
     #[test]
     fn the_build_context_is_a_tar_that_tar_reads() {

@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use ward_config::{ModelContract, WardConfig};
-use ward_protocol::{Device, LoadRequest};
+use ward_protocol::{Device, LoadRequest, PhaseLimits};
 
 use crate::sandbox::ids::plugin_id;
 
@@ -73,6 +73,8 @@ pub struct Plan {
     pub max_frame: u32,
     /// Container mode: the image and the uid it runs as.
     pub container: Option<ContainerSettings>,
+    /// Each phase's own limit, which the worker enforces.
+    pub phase_limits: PhaseLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +136,18 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         spin_us: cfg.worker.spin_us,
         max_frame: cfg.worker.max_frame_bytes,
         container,
+        phase_limits: phase_limits(cfg, contract),
+    }
+}
+
+/// Each phase's limit (spec 003 §5.4): model.yaml's, else ward.yaml's (which
+/// `WARD_*_TIMEOUT_MS` override). The request deadline is their sum.
+pub fn phase_limits(cfg: &WardConfig, contract: &ModelContract) -> PhaseLimits {
+    let (t, m) = (&cfg.timeouts, &contract.timeouts);
+    PhaseLimits {
+        preprocess_ms: m.preprocess_ms.unwrap_or(t.preprocess_ms),
+        inference_ms: m.inference_ms.unwrap_or(t.inference_ms),
+        postprocess_ms: m.postprocess_ms.unwrap_or(t.postprocess_ms),
     }
 }
 
@@ -158,6 +172,7 @@ pub fn load_request(
             .or(ort_env),
         python: Some(cfg.worker.python.to_string_lossy().into_owned()),
         warmup: true,
+        phase_limits: plan.phase_limits,
     }
 }
 
@@ -280,5 +295,21 @@ mod tests {
         let load = load_request(&cfg, &p, "/m".into(), Some("/env/ort.so".into()));
         assert_eq!(load.onnxruntime_library.as_deref(), Some("/cfg/ort.so"));
         assert_eq!(load.model_dir, "/m");
+    }
+
+    #[test]
+    fn each_phase_limit_is_the_models_else_the_configs() {
+        let mut cfg = WardConfig::default();
+        cfg.timeouts.postprocess_ms = 700; // as WARD_POSTPROCESS_TIMEOUT_MS would
+        let c = crate::fixtures::contract("digits", "1.0.0", "timeouts:\n  preprocess_ms: 50\n");
+        let p = plan(&input(&cfg, &c, None));
+        let want = PhaseLimits {
+            preprocess_ms: 50,
+            inference_ms: 5_000,
+            postprocess_ms: 700,
+        };
+        assert_eq!(p.phase_limits, want);
+        let load = load_request(&cfg, &p, "/m".into(), None);
+        assert_eq!(load.phase_limits, want);
     }
 }

@@ -90,6 +90,14 @@ impl WorkerProcess {
         }
     }
 
+    /// What reads the container's Docker health, in container mode.
+    pub fn container_health_reader(&self) -> Option<crate::launch::container::HealthReader> {
+        match self {
+            WorkerProcess::Native(_) => None,
+            WorkerProcess::Container(c) => Some(c.health_reader()),
+        }
+    }
+
     /// The container's name, in container mode.
     pub fn container_name(&self) -> Option<&str> {
         match self {

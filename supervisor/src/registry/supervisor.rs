@@ -23,7 +23,7 @@ use ward_protocol::InferInput;
 
 use crate::errors::{ErrorCode, InferFailure};
 use crate::launch::worker::Target;
-use crate::registry::admission::{self, Candidate, Confinement, HostOffer};
+use crate::registry::admission::{self, Candidate, Confinement, HostOffer, Refusal};
 use crate::registry::discovery;
 use crate::version::handle::{self, VersionHandle};
 use crate::version::health::{self, Health, HealthReport};
@@ -41,6 +41,8 @@ const HEALTH_EVERY: Duration = Duration::from_millis(250);
 pub struct RescanReport {
     pub added: Vec<String>,
     pub removed: Vec<String>,
+    /// Versions skipped earlier for want of memory, tried again.
+    pub retried: Vec<String>,
     pub unchanged: usize,
 }
 
@@ -51,6 +53,9 @@ pub struct Supervisor {
     registry: RwLock<BTreeMap<VersionKey, Arc<VersionHandle>>>,
     /// Serialises rescans, reloads and unloads.
     changes: tokio::sync::Mutex<()>,
+    /// Versions FAILED only because the memory budget was short: every
+    /// rescan tries them again (memory may have been freed since).
+    short_of_memory: std::sync::Mutex<std::collections::BTreeSet<VersionKey>>,
     events: broadcast::Sender<Event>,
     tracker: TaskTracker,
     cancel: CancellationToken,
@@ -65,19 +70,16 @@ pub struct Supervisor {
     pub docker: Option<Arc<crate::launch::container::Engine>>,
 }
 
-/// Total memory of the host in MB, from /proc/meminfo.
-fn host_memory_mb() -> Option<u64> {
-    crate::host::hardware::mem_total_mb(&std::fs::read_to_string("/proc/meminfo").ok()?)
-}
-
 impl Supervisor {
     /// The registry's start-up: the host probes (off the async threads), the
     /// cgroups earlier runs left, the Docker engine (when container mode is
     /// enabled), and the first scan of the model root.
     pub async fn start(
-        cfg: WardConfig,
+        mut cfg: WardConfig,
         worker_binary: PathBuf,
     ) -> std::io::Result<Arc<Supervisor>> {
+        // Before anything binds or hands them on (the probe, the jail, Load).
+        crate::sandbox::jail::resolve_runtime_paths(&mut cfg);
         let host = crate::host::validation::probe();
         let (isolation, runtime) = {
             let (cfg, binary) = (cfg.clone(), worker_binary.clone());
@@ -124,7 +126,7 @@ impl Supervisor {
         let memory_budget_mb = cfg
             .resources
             .memory_budget_mb
-            .unwrap_or_else(|| host_memory_mb().map_or(4096, |mb| mb * 4 / 5));
+            .unwrap_or_else(|| crate::host::memory::limit_mb().map_or(4096, |mb| mb * 4 / 5));
         let (events, _) = broadcast::channel(1024);
         Arc::new(Supervisor {
             cfg: Arc::new(cfg),
@@ -132,6 +134,7 @@ impl Supervisor {
             worker_binary,
             registry: RwLock::new(BTreeMap::new()),
             changes: tokio::sync::Mutex::new(()),
+            short_of_memory: Default::default(),
             events,
             tracker,
             cancel: CancellationToken::new(),
@@ -322,12 +325,19 @@ impl Supervisor {
             let known = crate::sync::read(&self.registry)
                 .get(key)
                 .map(|h| h.state());
+            let retry = crate::sync::lock(&self.short_of_memory).contains(key);
             match known {
-                Some(LifecycleState::Unloaded) | None => fresh.push((key.clone(), path.clone())),
+                Some(LifecycleState::Unloaded) | None => {
+                    report.added.push(key.to_string());
+                    fresh.push((key.clone(), path.clone()));
+                }
+                Some(LifecycleState::Failed) if retry => {
+                    report.retried.push(key.to_string());
+                    fresh.push((key.clone(), path.clone()));
+                }
                 Some(_) => report.unchanged += 1,
             }
         }
-        report.added = fresh.iter().map(|(k, _)| k.to_string()).collect();
         self.admit(fresh).await;
         Ok(report)
     }
@@ -390,6 +400,14 @@ impl Supervisor {
         for (i, decision) in admission::decide(&self.cfg, &offer, &candidates) {
             let (handle, path, contract) = &valid[i];
             let _ = handle.set_state(LifecycleState::Loading, None);
+            let short = matches!(decision, Err(Refusal::Budget { .. }));
+            let mut skipped = crate::sync::lock(&self.short_of_memory);
+            if short {
+                skipped.insert(handle.key.clone());
+            } else {
+                skipped.remove(&handle.key);
+            }
+            drop(skipped);
             let placement = match decision {
                 Ok(p) => p,
                 Err(refusal) => {

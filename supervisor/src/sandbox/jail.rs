@@ -81,6 +81,46 @@ impl RuntimePaths {
     }
 }
 
+/// Rewrites the worker's runtime paths (the ONNX Runtime library, the plugins'
+/// Python) so that no directory on the way is a symbolic link. The jail binds
+/// real directories, and inside it a path through a link to one leads
+/// nowhere: a virtualenv under a symlink would make every model FAILED. The
+/// last component stays as written for Python (a virtualenv's `python` is a
+/// link to the system interpreter, and the venv is found from the path it is
+/// run by). A path that cannot be resolved is kept, with a warning naming it.
+pub fn resolve_runtime_paths(cfg: &mut WardConfig) {
+    let ort = cfg
+        .worker
+        .onnxruntime_library
+        .clone()
+        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from));
+    if let Some(ort) = ort {
+        match std::fs::canonicalize(&ort) {
+            Ok(real) => cfg.worker.onnxruntime_library = Some(real),
+            Err(e) => {
+                tracing::warn!(path = %ort.display(), error = %e, "cannot resolve the ONNX Runtime library")
+            }
+        }
+    }
+    let python = &cfg.worker.python;
+    match which(python).map(|p| resolve_dirs(&p)) {
+        Some(Ok(real)) => cfg.worker.python = real,
+        Some(Err(e)) => {
+            tracing::warn!(path = %python.display(), error = %e, "cannot resolve the plugins' Python")
+        }
+        None => tracing::warn!(path = %python.display(), "the plugins' Python is not found"),
+    }
+}
+
+/// `path` with every directory on the way resolved, the last component kept.
+pub fn resolve_dirs(path: &Path) -> std::io::Result<PathBuf> {
+    let absolute = std::path::absolute(path)?;
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(dir), Some(name)) => Ok(std::fs::canonicalize(dir)?.join(name)),
+        _ => Ok(absolute),
+    }
+}
+
 /// Resolves a program name through PATH, like a shell.
 fn which(program: &Path) -> Option<PathBuf> {
     if program.components().count() > 1 {
@@ -187,6 +227,29 @@ pub fn trusted(cfg: &WardConfig, model: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directories_are_resolved_and_the_last_component_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir_all(real.join("bin")).unwrap();
+        std::fs::write(real.join("bin/python3"), "").unwrap();
+        std::os::unix::fs::symlink(real.join("bin/python3"), real.join("bin/python")).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+        let resolved = resolve_dirs(&dir.path().join("link/bin/python")).unwrap();
+        let real = std::fs::canonicalize(&real).unwrap();
+        // Through the linked directory, but still the venv's `python`.
+        assert_eq!(resolved, real.join("bin/python"));
+        let mut cfg = WardConfig::default();
+        cfg.worker.python = dir.path().join("link/bin/python");
+        cfg.worker.onnxruntime_library = Some(dir.path().join("link/bin/python3"));
+        resolve_runtime_paths(&mut cfg);
+        assert_eq!(cfg.worker.python, real.join("bin/python"));
+        assert_eq!(
+            cfg.worker.onnxruntime_library,
+            Some(real.join("bin/python3"))
+        );
+    }
 
     #[test]
     fn runtime_paths_cover_the_system_and_the_worker() {

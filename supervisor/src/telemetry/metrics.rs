@@ -12,6 +12,11 @@
 //!
 //! The format is written by hand rather than through a client library; it is
 //! small and stable, and the tests below parse what we write.
+//!
+//! Besides the exposition, the request table keeps a recent mean latency per
+//! version and overall (an exponentially weighted mean of the requests a
+//! model answered), which the API turns into OVERLOADED answers'
+//! `Retry-After`: the one place requests are observed feeds both.
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
@@ -80,6 +85,9 @@ struct RequestStats {
     outcomes: Vec<(String, u64)>,
     /// Indexed like [`PHASES`].
     phases: [Histogram; 3],
+    /// Recent mean time from the hand-over to the worker to the answer, in
+    /// nanoseconds; `None` until the model answers a request.
+    recent_busy: Option<u64>,
 }
 
 impl RequestStats {
@@ -104,6 +112,57 @@ impl RequestStats {
 /// output for free, and both levels can be looked up by `&str`, so a known
 /// label set costs no allocation.
 type RequestTable = BTreeMap<String, BTreeMap<String, RequestStats>>;
+
+/// The weight of a new sample in a recent mean: 1/8, so that the mean
+/// follows a change in the model's speed within a few dozen requests while
+/// one slow request moves it little.
+const RECENT_WEIGHT_SHIFT: u32 = 3;
+
+/// `mean` moved towards `sample` by [`RECENT_WEIGHT_SHIFT`]; the first
+/// sample is the mean.
+fn recent_mean(mean: Option<u64>, sample: u64) -> u64 {
+    match mean {
+        None => sample,
+        Some(mean) => {
+            let moved = (i128::from(sample) - i128::from(mean)) >> RECENT_WEIGHT_SHIFT;
+            u64::try_from(i128::from(mean) + moved).unwrap_or(mean)
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Why a request was answered OVERLOADED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Its body would have passed `server.max_body_bytes_in_flight`.
+    BodyBytesInFlight,
+    /// The version's queue was full.
+    QueueFull,
+}
+
+impl Rejection {
+    const ALL: [Rejection; 2] = [Rejection::BodyBytesInFlight, Rejection::QueueFull];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Rejection::BodyBytesInFlight => "body_bytes_in_flight",
+            Rejection::QueueFull => "queue_full",
+        }
+    }
+}
+
+/// Server-wide gauges at the moment of rendering, read by the caller from
+/// their owners, like [`VersionGauges`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerGauges {
+    /// Request-body bytes held by requests now.
+    pub body_bytes_in_flight: u64,
+    /// Their bound, `server.max_body_bytes_in_flight`.
+    pub max_body_bytes_in_flight: u64,
+}
 
 /// Reads one per-version gauge; `None` leaves the version out of the family.
 type GaugeValue = fn(&VersionGauges<'_>) -> Option<u64>;
@@ -135,6 +194,11 @@ pub struct Metrics {
     /// `f64` bits of the last successful registration's Unix time; NaN until
     /// the first success, so that no sample claims it happened in 1970.
     registration_last_success: AtomicU64,
+    /// Recent mean total latency of answered requests over every version,
+    /// in nanoseconds; 0 until the first.
+    recent_total: AtomicU64,
+    /// Indexed like [`Rejection::ALL`].
+    rejections: [AtomicU64; 2],
 }
 
 impl Default for Metrics {
@@ -150,6 +214,8 @@ impl Metrics {
             registration_ok: AtomicU64::new(0),
             registration_error: AtomicU64::new(0),
             registration_last_success: AtomicU64::new(f64::NAN.to_bits()),
+            recent_total: AtomicU64::new(0),
+            rejections: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
@@ -175,6 +241,43 @@ impl Metrics {
                 histogram.observe(d);
             }
         }
+        if inference.is_some() {
+            let busy = total.saturating_sub(queue.unwrap_or_default());
+            stats.recent_busy = Some(recent_mean(stats.recent_busy, nanos(busy)));
+            drop(table);
+            // 0 means "no sample": a sample of 0 ns is stored as 1.
+            let sample = nanos(total).max(1);
+            let _ = self
+                .recent_total
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |mean| {
+                    Some(recent_mean((mean != 0).then_some(mean), sample).max(1))
+                });
+        }
+    }
+
+    /// The recent mean time `model@version` took to answer a request once
+    /// it was handed to the worker (the queue wait left out); `None` before
+    /// its first answer.
+    pub fn recent_latency(&self, model: &str, version: &str) -> Option<Duration> {
+        let table = crate::sync::lock(&self.requests);
+        let stats = table.get(model)?.get(version)?;
+        stats.recent_busy.map(Duration::from_nanos)
+    }
+
+    /// The recent mean total latency of answered requests, every version
+    /// together; `None` before the first answer.
+    pub fn recent_latency_overall(&self) -> Option<Duration> {
+        let mean = self.recent_total.load(Ordering::Relaxed);
+        (mean != 0).then(|| Duration::from_nanos(mean))
+    }
+
+    /// Counts one request answered OVERLOADED.
+    pub fn observe_rejection(&self, why: Rejection) {
+        let slot = Rejection::ALL
+            .iter()
+            .position(|&r| r == why)
+            .expect("ALL lists every rejection");
+        self.rejections[slot].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one attempt to register with the control plane.
@@ -194,15 +297,20 @@ impl Metrics {
     }
 
     /// The full exposition: everything recorded so far plus the gauges of
-    /// `versions`, in the Prometheus text format 0.0.4.
-    pub fn render(&self, versions: &[VersionGauges<'_>]) -> String {
+    /// `server` and `versions`, in the Prometheus text format 0.0.4.
+    pub fn render(&self, server: &ServerGauges, versions: &[VersionGauges<'_>]) -> String {
         let mut out = String::with_capacity(4096);
-        self.write(&mut out, versions)
+        self.write(&mut out, server, versions)
             .expect("formatting into a String cannot fail");
         out
     }
 
-    fn write(&self, out: &mut String, versions: &[VersionGauges<'_>]) -> fmt::Result {
+    fn write(
+        &self,
+        out: &mut String,
+        server: &ServerGauges,
+        versions: &[VersionGauges<'_>],
+    ) -> fmt::Result {
         // Copy out and format without the lock, so a scrape of many models
         // never holds up the requests being counted.
         let requests = crate::sync::lock(&self.requests).clone();
@@ -285,6 +393,33 @@ impl Metrics {
                 "ward_registration_last_success_timestamp_seconds {}",
                 Float(last)
             )?;
+        }
+
+        header(
+            out,
+            "ward_overload_rejections_total",
+            "counter",
+            "Requests answered OVERLOADED, by reason: the global bound on request-body bytes in flight, or a version's full queue.",
+        )?;
+        for (why, counter) in Rejection::ALL.iter().zip(&self.rejections) {
+            write!(out, "ward_overload_rejections_total")?;
+            labels(out, &[("reason", why.as_str())])?;
+            writeln!(out, " {}", counter.load(Ordering::Relaxed))?;
+        }
+        for (name, help, value) in [
+            (
+                "ward_body_bytes_in_flight",
+                "Request-body bytes held by requests now.",
+                server.body_bytes_in_flight,
+            ),
+            (
+                "ward_body_bytes_in_flight_limit",
+                "The bound on request-body bytes in flight (server.max_body_bytes_in_flight).",
+                server.max_body_bytes_in_flight,
+            ),
+        ] {
+            header(out, name, "gauge", help)?;
+            writeln!(out, "{name} {value}")?;
         }
 
         // One series per version: a caller listing a version twice must not
@@ -620,7 +755,7 @@ mod tests {
 
     #[test]
     fn empty_metrics_render_valid_families() {
-        let text = Metrics::new().render(&[]);
+        let text = Metrics::new().render(&ServerGauges::default(), &[]);
         let (samples, types) = parse(&text);
         assert_eq!(one(&samples, "ward_up", &[]), 1.0);
         assert_eq!(types["ward_request_duration_seconds"], "histogram");
@@ -657,7 +792,7 @@ mod tests {
         for t in totals {
             m.observe_request("m", "1.0.0", "ok", None, Some(t / 2), t);
         }
-        let (samples, _) = parse(&m.render(&[]));
+        let (samples, _) = parse(&m.render(&ServerGauges::default(), &[]));
         let total = [("model", "m"), ("version", "1.0.0"), ("phase", "total")];
         let bucket = |le: &str| {
             let mut labels = total.to_vec();
@@ -709,7 +844,7 @@ mod tests {
         m.observe_request("m", "1", "timeout", Some(MS), None, MS);
         m.observe_request("m", "1", "ok", Some(MS), Some(MS), MS);
         m.observe_request("m", "1", "MODEL_ERROR", Some(MS), Some(MS), MS);
-        let text = m.render(&[]);
+        let text = m.render(&ServerGauges::default(), &[]);
         assert!(!text.contains("TIMEOUT"), "{text}");
         let (samples, _) = parse(&text);
         let outcomes: Vec<_> = find(&samples, "ward_requests_total", &[])
@@ -731,7 +866,7 @@ mod tests {
         let m = Metrics::new();
         let model = "we\"ird\nname\\x";
         m.observe_request(model, "1", "ok", None, None, MS);
-        let text = m.render(&[gauges(model, "1", "READY")]);
+        let text = m.render(&ServerGauges::default(), &[gauges(model, "1", "READY")]);
         assert!(text.contains(r#"model="we\"ird\nname\\x""#), "{text}");
         let (samples, _) = parse(&text);
         assert_eq!(
@@ -753,7 +888,7 @@ mod tests {
         b.rss_bytes = None;
         // Out of order and duplicated on purpose.
         let versions = [b, gauges("a", "1.0.0", "READY"), b];
-        let text = m.render(&versions);
+        let text = m.render(&ServerGauges::default(), &versions);
         let (samples, types) = parse(&text);
 
         let states = find(&samples, "ward_model_state", &[("model", "b")]);
@@ -827,12 +962,14 @@ mod tests {
             1_700_000_000.5
         );
         // Rendering is deterministic.
-        assert_eq!(text, m.render(&versions));
+        assert_eq!(text, m.render(&ServerGauges::default(), &versions));
     }
 
     #[test]
     fn unknown_state_gets_its_own_line() {
-        let (samples, _) = parse(&Metrics::new().render(&[gauges("m", "1", "SLEEPING")]));
+        let (samples, _) = parse(
+            &Metrics::new().render(&ServerGauges::default(), &[gauges("m", "1", "SLEEPING")]),
+        );
         assert_eq!(find(&samples, "ward_model_state", &[]).len(), 10);
         assert_eq!(
             one(&samples, "ward_model_state", &[("state", "SLEEPING")]),
@@ -861,7 +998,7 @@ mod tests {
         for t in threads {
             t.join().expect("observer thread does not panic");
         }
-        let (samples, _) = parse(&m.render(&[]));
+        let (samples, _) = parse(&m.render(&ServerGauges::default(), &[]));
         assert_eq!(one(&samples, "ward_requests_total", &[]), 40_000.0);
         assert_eq!(
             one(
@@ -889,5 +1026,60 @@ mod tests {
         assert_eq!(Seconds(12_000_000_340).to_string(), "12.00000034");
         assert_eq!(Float(f64::INFINITY).to_string(), "+Inf");
         assert_eq!(Float(2.0).to_string(), "2");
+    }
+
+    #[test]
+    fn recent_latency_follows_answered_requests_only() {
+        let m = Metrics::new();
+        assert_eq!(m.recent_latency("m", "1"), None);
+        assert_eq!(m.recent_latency_overall(), None);
+        // Failures before the model answered say nothing about its speed.
+        m.observe_request("m", "1", "OVERLOADED", None, None, MS);
+        assert_eq!(m.recent_latency("m", "1"), None);
+        // The queue wait is left out of the version's latency.
+        m.observe_request("m", "1", "ok", Some(2 * MS), Some(7 * MS), 10 * MS);
+        assert_eq!(m.recent_latency("m", "1"), Some(8 * MS));
+        assert_eq!(m.recent_latency_overall(), Some(10 * MS));
+        // Each later sample moves the mean by an eighth of the difference.
+        m.observe_request("m", "1", "ok", None, Some(MS), 16 * MS);
+        assert_eq!(m.recent_latency("m", "1"), Some(9 * MS));
+        assert_eq!(
+            m.recent_latency_overall(),
+            Some(Duration::from_micros(10_750))
+        );
+        m.observe_request(
+            "m",
+            "1",
+            "ok",
+            None,
+            Some(MS),
+            8 * MS + Duration::from_micros(125),
+        );
+        assert!(m.recent_latency("m", "1").unwrap() < 9 * MS);
+        assert_eq!(m.recent_latency("m", "2"), None);
+        assert_eq!(recent_mean(Some(100), 0), 87);
+        assert_eq!(recent_mean(Some(u64::MAX), u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn rejections_and_body_bytes_are_exposed() {
+        let m = Metrics::new();
+        m.observe_rejection(Rejection::BodyBytesInFlight);
+        m.observe_rejection(Rejection::BodyBytesInFlight);
+        m.observe_rejection(Rejection::QueueFull);
+        let server = ServerGauges {
+            body_bytes_in_flight: 1_000,
+            max_body_bytes_in_flight: 4_096,
+        };
+        let (samples, types) = parse(&m.render(&server, &[]));
+        let reason = |r| one(&samples, "ward_overload_rejections_total", &[("reason", r)]);
+        assert_eq!(reason("body_bytes_in_flight"), 2.0);
+        assert_eq!(reason("queue_full"), 1.0);
+        assert_eq!(types["ward_overload_rejections_total"], "counter");
+        assert_eq!(one(&samples, "ward_body_bytes_in_flight", &[]), 1_000.0);
+        assert_eq!(
+            one(&samples, "ward_body_bytes_in_flight_limit", &[]),
+            4_096.0
+        );
     }
 }

@@ -62,6 +62,7 @@ impl VersionHandle {
             rss_bytes: None,
             in_flight: 0,
             queued: 0,
+            health_check: Default::default(),
         };
         VersionHandle {
             key,

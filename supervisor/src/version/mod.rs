@@ -6,6 +6,7 @@
 pub mod handle;
 pub mod health;
 pub mod lifecycle;
+pub mod liveness;
 pub mod logs;
 pub mod owner;
 pub mod restart;

@@ -33,6 +33,7 @@ use crate::launch::worker::{Footprint, Started, Target, WorkerProcess};
 use crate::time::now_ms;
 use crate::version::health::Outcome;
 use crate::version::lifecycle::LifecycleState;
+use crate::version::liveness::{Due, HealthCheckStatus, Liveness};
 use crate::version::logs::{LogFile, Stream, Tail};
 use crate::version::restart::{Decision, RestartPolicy, RestartTracker};
 use crate::version::status::{
@@ -161,6 +162,15 @@ impl Owner {
             let (mut worker, mut conn) = match attempt {
                 Ok(started) => started,
                 Err((reason, exit)) => {
+                    {
+                        // The worker that failed to load is gone: say how.
+                        let mut g = lock(&self.shared);
+                        g.status.pid = None;
+                        g.status.container = None;
+                        if let Some(exit) = exit {
+                            g.status.last_exit = Some(exit);
+                        }
+                    }
                     if self.state() == LifecycleState::Loading {
                         // A failed first load is final until an operator reload (spec 003 §3.5).
                         self.set_state(LifecycleState::Failed, Some(reason));
@@ -168,9 +178,6 @@ impl Owner {
                         return;
                     }
                     // A failed reload after a crash: stay ERROR, retry per policy (§6.3).
-                    if let Some(exit) = exit {
-                        lock(&self.shared).status.last_exit = Some(exit);
-                    }
                     lock(&self.shared).status.reason = Some(format!("reload failed: {reason}"));
                     if !self.cooldown(&mut control).await {
                         return;
@@ -425,14 +432,36 @@ impl Owner {
         let grace = Duration::from_millis(self.cfg.timeouts.cancel_grace_ms);
         let mut pending: HashMap<RequestId, Pending> = HashMap::new();
         let mut next_id = 0u64;
-        let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut ping_seq = 0u64;
+        let checks = self.contract.health_check.over(&self.cfg.health_check);
+        let mut liveness = Liveness::new(&checks, Instant::now());
+        lock(&self.shared).status.health_check = liveness.status.clone();
+        // A container whose image declares a HEALTHCHECK: its Docker health,
+        // read beside the loop (an engine call must not stall requests).
+        let _docker_health = child.container_health_reader().map(|reader| {
+            let (stop, stopped) = oneshot::channel::<()>();
+            let shared = self.shared.clone();
+            let every = Duration::from_millis(checks.interval_ms.max(1));
+            self.tracker.spawn(async move {
+                tokio::pin!(stopped);
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => return,
+                        () = tokio::time::sleep(every) => {}
+                    }
+                    let Some(health) = reader.read().await else {
+                        continue;
+                    };
+                    lock(&shared).status.health_check.container = health;
+                }
+            });
+            stop
+        });
         let ended = loop {
             let wake = pending
                 .values()
                 .map(|p| p.kill_at.unwrap_or(p.deadline))
                 .min();
+            let check_at = liveness.next_wake(!pending.is_empty());
             tokio::select! {
                 biased;
                 status = child.wait() => {
@@ -449,8 +478,16 @@ impl Owner {
                             self.complete_err(p, err);
                         }
                     }
-                    Ok(FromWorker::Pong { stats, .. }) => {
-                        lock(&self.shared).status.rss_bytes = Some(stats.rss_bytes);
+                    Ok(FromWorker::Pong { seq, stats, check }) => {
+                        let due = liveness.on_pong(seq, check, Instant::now());
+                        {
+                            let mut g = lock(&self.shared);
+                            g.status.rss_bytes = Some(stats.rss_bytes);
+                            g.status.health_check = merged_health(&g.status.health_check, &liveness);
+                        }
+                        if let Due::Unresponsive(why) = due {
+                            break Ended::Crashed(self.unresponsive(child, why).await);
+                        }
                     }
                     Ok(other) => {
                         let why = format!("unexpected {} while serving", describe(&other));
@@ -531,13 +568,26 @@ impl Owner {
                         }
                     }
                     pending.insert(id, Pending { reply: Some(call.reply), deadline: call.deadline, received: call.received, sent: now, kill_at: None });
+                    liveness.on_busy();
                     lock(&self.shared).status.in_flight = pending.len();
                 }
-                _ = ping.tick() => {
-                    ping_seq += 1;
-                    if pending.is_empty() && conn.send(&ToWorker::Ping { seq: ping_seq }).await.is_err() {
-                        let status = wait_briefly(child).await;
-                        break Ended::Crashed(self.crash(status, child.relays_signals()));
+                () = sleep_until_opt(check_at) => {
+                    let due = liveness.tick(Instant::now(), !pending.is_empty());
+                    {
+                        let mut g = lock(&self.shared);
+                        g.status.health_check = merged_health(&g.status.health_check, &liveness);
+                    }
+                    match due {
+                        Due::Nothing => {}
+                        Due::Ping(seq) => {
+                            if conn.send(&ToWorker::Ping { seq }).await.is_err() {
+                                let status = wait_briefly(child).await;
+                                break Ended::Crashed(self.crash(status, child.relays_signals()));
+                            }
+                        }
+                        Due::Unresponsive(why) => {
+                            break Ended::Crashed(self.unresponsive(child, why).await);
+                        }
                     }
                 }
             }
@@ -653,6 +703,15 @@ impl Owner {
         }
     }
 
+    /// The worker failed `retries` health checks in a row: it is killed
+    /// (its whole process group), and that is its crash.
+    async fn unresponsive(&mut self, child: &mut WorkerProcess, why: String) -> LastExit {
+        tracing::warn!(key = %self.key, why = %why, "worker unresponsive: killing it");
+        let mut exit = self.kill(child, ExitCause::Unresponsive).await;
+        exit.status = format!("{why}; {}", exit.status);
+        exit
+    }
+
     /// The worker broke the protocol: it is killed, and that is its crash.
     async fn violation(&mut self, child: &mut WorkerProcess, why: String) -> LastExit {
         tracing::warn!(key = %self.key, why = %why, "protocol violation: killing the worker");
@@ -732,7 +791,14 @@ impl Owner {
     }
 }
 
-const PING_EVERY: Duration = Duration::from_secs(5);
+/// The status's `health_check`: the liveness machine's view, keeping the
+/// container's Docker health, which the reader beside the loop writes.
+fn merged_health(current: &HealthCheckStatus, liveness: &Liveness) -> HealthCheckStatus {
+    HealthCheckStatus {
+        container: current.container.clone(),
+        ..liveness.status.clone()
+    }
+}
 
 /// The host's CPU count.
 fn host_cores() -> u32 {

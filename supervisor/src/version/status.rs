@@ -12,6 +12,7 @@ use crate::errors::InferFailure;
 use crate::time::now_ms;
 use crate::version::health::{Health, HealthWindow};
 use crate::version::lifecycle::{IllegalTransition, LifecycleState};
+use crate::version::liveness::HealthCheckStatus;
 
 /// Identifies a model version by its directory names (which validation
 /// requires to equal `model_id` and `version`).
@@ -89,6 +90,9 @@ pub enum ExitCause {
     Stopped,
     /// The load did not finish within the load timeout.
     LoadTimeout,
+    /// Killed by ward: `health_check.retries` checks in a row failed (pings
+    /// unanswered within the timeout, or the plugin's `health` failing).
+    Unresponsive,
 }
 
 impl ExitCause {
@@ -106,6 +110,7 @@ impl ExitCause {
             ExitCause::ProtocolViolation => "killed for a protocol violation",
             ExitCause::Stopped => "stopped",
             ExitCause::LoadTimeout => "killed for exceeding the load timeout",
+            ExitCause::Unresponsive => "killed as unresponsive (failed health checks)",
         }
     }
 }
@@ -139,6 +144,8 @@ pub struct VersionStatus {
     pub rss_bytes: Option<u64>,
     pub in_flight: usize,
     pub queued: usize,
+    /// The liveness checks of the current worker (see `liveness`).
+    pub health_check: HealthCheckStatus,
 }
 
 /// Shared between the owner (writes) and readers (snapshots).

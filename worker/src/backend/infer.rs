@@ -3,10 +3,11 @@
 //! requests through, and [`Backend`], a loaded model version that hands each
 //! call to the ONNX or the Python backend.
 
-use ward_protocol::{InferErrorKind, InferInput, Tensor, TensorInfo, Timings};
+use ward_protocol::{
+    HealthCheck, InferErrorKind, InferInput, PhaseLimits, Tensor, TensorInfo, Timings,
+};
 
 use super::{OnnxBackend, PythonBackend};
-use crate::error_chain::error_chain;
 
 /// A finished inference.
 #[derive(Debug)]
@@ -28,7 +29,31 @@ pub enum Failure {
     },
     /// The backend is gone (e.g. the plugin process died): the worker must
     /// exit so that the supervisor sees a dead worker, never a silent success.
-    Fatal(String),
+    Fatal(Fatal),
+}
+
+/// Why a backend can no longer serve, and the signal that killed its
+/// plugin process when one did (the worker's exit status says SIGSYS: see
+/// `cli`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fatal {
+    pub message: String,
+    pub signal: Option<i32>,
+}
+
+impl Fatal {
+    pub fn new(message: impl Into<String>) -> Fatal {
+        Fatal {
+            message: message.into(),
+            signal: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 impl Failure {
@@ -63,11 +88,34 @@ impl Failure {
 /// stand-in for one.
 pub trait Infer {
     fn infer(&mut self, input: InferInput) -> Result<Outcome, Failure>;
+
+    /// Runs one inference whose phases must each keep within `limits`. A
+    /// backend that can interrupt a phase does so (see [`super::phase`]);
+    /// by default the caller checks the timings afterwards.
+    fn infer_within(
+        &mut self,
+        input: InferInput,
+        limits: &PhaseLimits,
+    ) -> Result<Outcome, Failure> {
+        let _ = limits;
+        self.infer(input)
+    }
 }
 
 impl Infer for Backend {
     fn infer(&mut self, input: InferInput) -> Result<Outcome, Failure> {
         Backend::infer(self, input)
+    }
+
+    fn infer_within(
+        &mut self,
+        input: InferInput,
+        limits: &PhaseLimits,
+    ) -> Result<Outcome, Failure> {
+        match self {
+            Backend::Onnx(b) => b.infer(input),
+            Backend::Python(b) => b.infer_within(input, Some(limits)),
+        }
     }
 }
 
@@ -81,7 +129,17 @@ impl Backend {
     pub fn infer(&mut self, input: InferInput) -> Result<Outcome, Failure> {
         match self {
             Backend::Onnx(b) => b.infer(input),
-            Backend::Python(b) => b.infer(input),
+            Backend::Python(b) => b.infer_within(input, None),
+        }
+    }
+
+    /// The model's own health check, run for a `Ping`: a Python plugin's
+    /// `health(context)` in its process, inside the sandbox; an ONNX model
+    /// has none. `Err` only when the plugin process is gone.
+    pub fn health(&mut self) -> Result<HealthCheck, Failure> {
+        match self {
+            Backend::Onnx(_) => Ok(HealthCheck::Undefined),
+            Backend::Python(b) => b.health().map_err(Failure::from),
         }
     }
 
@@ -95,10 +153,10 @@ impl Backend {
     }
 
     /// What happened, once `watch_fd` became readable while idle.
-    pub fn idle_failure(&mut self) -> String {
+    pub fn idle_failure(&mut self) -> Fatal {
         match self {
-            Backend::Onnx(_) => "the backend failed".to_owned(),
-            Backend::Python(b) => error_chain(&b.idle_failure()),
+            Backend::Onnx(_) => Fatal::new("the backend failed"),
+            Backend::Python(b) => b.idle_failure().into(),
         }
     }
 

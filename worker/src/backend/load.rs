@@ -140,8 +140,8 @@ fn warm_up(
                     Failure::Request { message, .. } => {
                         format!("warmup inference failed: {message}")
                     }
-                    Failure::Fatal(message) => {
-                        format!("warmup inference killed the backend: {message}")
+                    Failure::Fatal(fatal) => {
+                        format!("warmup inference killed the backend: {fatal}")
                     }
                 },
             });

@@ -10,11 +10,12 @@ pub mod check;
 mod infer;
 mod load;
 mod onnx;
+pub mod phase;
 pub mod postprocess;
 pub mod preprocess;
 mod python;
 
-pub use infer::{Backend, Failure, Infer, Outcome};
+pub use infer::{Backend, Failure, Fatal, Infer, Outcome};
 pub use load::{Serving, lanes, load, load_for_serving};
 pub use onnx::OnnxBackend;
 pub use python::PythonBackend;

@@ -17,11 +17,12 @@ use serde_json::{Value, json};
 use thiserror::Error;
 use ward_config::{ModelContract, TensorSpec};
 use ward_protocol::{
-    DataType, Device, InferErrorKind, InferInput, LoadErrorKind, LoadFailed, Tensor, TensorInfo,
-    Timings,
+    DataType, Device, HealthCheck, InferErrorKind, InferInput, LoadErrorKind, LoadFailed,
+    PhaseLimits, Tensor, TensorInfo, Timings,
 };
 
-use super::{Failure, Outcome, check, preprocess};
+use super::phase::{self, Phase};
+use super::{Failure, Fatal, Outcome, check, preprocess};
 use crate::error_chain::error_chain;
 
 const RUNNER: &str = include_str!("../../python/runner.py");
@@ -59,6 +60,12 @@ struct Reply {
     structured: Option<Value>,
     #[serde(default)]
     timings: Option<[u64; 3]>,
+    /// The phase whose alarm fired (see `phase`).
+    #[serde(default)]
+    timeout: Option<String>,
+    /// For `health`: `None` when the plugin defines no `health(context)`.
+    #[serde(default)]
+    healthy: Option<bool>,
 }
 
 /// How the plugin process ended, once its pipe failed.
@@ -115,9 +122,38 @@ pub enum PluginError {
     OutOfTurn { ending: Ending },
 }
 
+impl PluginError {
+    /// The signal that killed the plugin process, when that is how it ended.
+    pub fn signal(&self) -> Option<i32> {
+        match self {
+            PluginError::Write { ending, .. }
+            | PluginError::NoReply { ending, .. }
+            | PluginError::MidReply { ending, .. }
+            | PluginError::ClosedWhileIdle { ending }
+            | PluginError::OutOfTurn { ending } => match ending {
+                Ending::Exited(status) => std::os::unix::process::ExitStatusExt::signal(status),
+                Ending::Killed => None,
+            },
+            PluginError::Encode(_)
+            | PluginError::Malformed(_)
+            | PluginError::OutputTooLarge { .. }
+            | PluginError::HeaderTooLarge { .. } => None,
+        }
+    }
+}
+
+impl From<PluginError> for Fatal {
+    fn from(e: PluginError) -> Fatal {
+        Fatal {
+            signal: e.signal(),
+            message: error_chain(&e),
+        }
+    }
+}
+
 impl From<PluginError> for Failure {
     fn from(e: PluginError) -> Failure {
-        Failure::Fatal(error_chain(&e))
+        Failure::Fatal(e.into())
     }
 }
 
@@ -286,7 +322,13 @@ impl PythonBackend {
         }
     }
 
-    pub fn infer(&mut self, input: InferInput) -> Result<Outcome, Failure> {
+    /// One inference; with `limits`, the runner interrupts a phase that
+    /// overruns its own (see [`phase`]).
+    pub fn infer_within(
+        &mut self,
+        input: InferInput,
+        limits: Option<&PhaseLimits>,
+    ) -> Result<Outcome, Failure> {
         let (tensors, request) = match input {
             InferInput::Tensors(t) => {
                 let t = if self.contract.input.tensors.is_empty() {
@@ -323,10 +365,17 @@ impl PythonBackend {
             .iter()
             .map(|t| json!({ "name": t.name, "datatype": t.datatype.as_str(), "shape": t.shape, "nbytes": t.data.len() }))
             .collect();
-        let header = json!({ "op": "infer", "inputs": metas, "request": request });
+        let limits_ms = limits.map(|l| [l.preprocess_ms, l.inference_ms, l.postprocess_ms]);
+        let header =
+            json!({ "op": "infer", "inputs": metas, "request": request, "limits_ms": limits_ms });
         let blobs: Vec<&[u8]> = tensors.iter().map(|t| t.data.as_slice()).collect();
         self.send(&header, &blobs)?;
         let (reply, blobs) = self.receive()?;
+        if let (Some(name), Some(limits)) = (&reply.timeout, limits)
+            && let Some(late) = Phase::parse(name)
+        {
+            return Err(phase::exceeded(late, limits));
+        }
         if !reply.ok {
             return Err(Failure::Request {
                 kind: InferErrorKind::PluginException,
@@ -362,6 +411,29 @@ impl PythonBackend {
                 preprocess_us: pre,
                 infer_us: inf,
                 postprocess_us: post,
+            },
+        })
+    }
+
+    /// Runs the plugin's `health(context)`, if it defines one, in its
+    /// process: false or an exception is a failed check, with its message.
+    pub fn health(&mut self) -> Result<HealthCheck, PluginError> {
+        self.send(&json!({ "op": "health", "inputs": [] }), &[])?;
+        let (reply, _) = self.receive()?;
+        Ok(match (reply.ok, reply.healthy) {
+            (true, None) => HealthCheck::Undefined,
+            (true, Some(true)) => HealthCheck::Passed,
+            (true, Some(false)) => HealthCheck::Failed {
+                message: reply
+                    .message
+                    .unwrap_or_else(|| "health() returned False".to_owned()),
+            },
+            (false, _) => HealthCheck::Failed {
+                message: format!(
+                    "health() raised {}: {}",
+                    reply.exception.as_deref().unwrap_or("Exception"),
+                    reply.message.as_deref().unwrap_or("")
+                ),
             },
         })
     }
