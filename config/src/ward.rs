@@ -631,9 +631,39 @@ pub const ENV_OVERRIDES: &[(&str, Setter)] = &[
 ];
 
 /// `WARD_*` variables that set no field but are read elsewhere: the log
-/// filter, the config file, and the URL the CLI's client commands talk to.
+/// filter and format, the config file, the URL the CLI's client commands talk
+/// to, and `./setup.sh install`'s prefix and source directory.
 /// `ward serve` accepts them silently.
-pub const ENV_READ_ELSEWHERE: &[&str] = &["WARD_LOG", "WARD_CONFIG", "WARD_URL"];
+pub const ENV_READ_ELSEWHERE: &[&str] = &[
+    "WARD_LOG",
+    "WARD_LOG_FORMAT",
+    "WARD_CONFIG",
+    "WARD_URL",
+    "WARD_PREFIX",
+    "WARD_INSTALL_FROM",
+];
+
+/// The configuration file read when neither `--config` nor `WARD_CONFIG`
+/// names one, if it exists; `./setup.sh install` writes it.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/ward/ward.yaml";
+
+/// Which configuration file to read: the `--config` flag, else `WARD_CONFIG`
+/// (`env`), else [`DEFAULT_CONFIG_PATH`] when `exists` finds it, else none
+/// (every field at its default).
+pub fn config_path(
+    flag: Option<&Path>,
+    env: Option<&std::ffi::OsStr>,
+    exists: impl FnOnce(&Path) -> bool,
+) -> Option<PathBuf> {
+    if let Some(path) = flag {
+        return Some(path.to_owned());
+    }
+    if let Some(path) = env {
+        return Some(PathBuf::from(path));
+    }
+    let default = Path::new(DEFAULT_CONFIG_PATH);
+    exists(default).then(|| default.to_owned())
+}
 
 /// Every `WARD_*` variable ward knows, in table order.
 fn known_vars() -> impl Iterator<Item = &'static str> {
@@ -1103,6 +1133,24 @@ mod tests {
         .unwrap();
         assert_eq!(resolved.warnings, []);
         assert_eq!(resolved.config, WardConfig::default());
+    }
+
+    #[test]
+    fn the_config_file_is_the_flag_then_the_variable_then_etc_ward() {
+        let flag = Path::new("/from/flag.yaml");
+        let var = std::ffi::OsStr::new("/from/env.yaml");
+        let there = |p: &Path| {
+            assert_eq!(p, Path::new("/etc/ward/ward.yaml"));
+            true
+        };
+        assert_eq!(config_path(Some(flag), Some(var), there), Some(flag.into()));
+        assert_eq!(config_path(None, Some(var), there), Some(var.into()));
+        assert_eq!(
+            config_path(None, None, there),
+            Some(PathBuf::from("/etc/ward/ward.yaml"))
+        );
+        // Without the default file, no file: every field at its default.
+        assert_eq!(config_path(None, None, |_| false), None);
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub struct JailSpec {
     pub env: Vec<(String, String)>,
     /// Refuse to run when a layer cannot be applied fully.
     pub strict: bool,
+    /// Build the namespaces and the private root. `false` where the host
+    /// refuses them (the supervisor's probe; an unprivileged container): the
+    /// jailer then applies only the layers that need no privilege.
+    pub namespaces: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, SchemaWrite, SchemaRead)]
@@ -106,6 +110,7 @@ mod tests {
             },
             env: vec![("PATH".into(), "/usr/bin".into())],
             strict: false,
+            namespaces: true,
         };
         assert_eq!(JailSpec::from_hex(&spec.to_hex().unwrap()).unwrap(), spec);
         assert!(JailSpec::from_hex("abc").is_err());

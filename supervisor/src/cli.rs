@@ -52,7 +52,13 @@ usage or I/O error.")]
     },
     /// One inference against a running server; prints the answer.
     Infer(InferArgs),
-    /// The container workers' image.
+    /// Exit 0 when a running server is ready (GET /v2/health/ready answers
+    /// 200), else 1: a health check for Docker or a script.
+    Health {
+        #[command(flatten)]
+        server: ServerUrl,
+    },
+    /// The container workers' image, or the server's own.
     Image {
         #[command(subcommand)]
         command: ImageCommand,
@@ -63,7 +69,7 @@ usage or I/O error.")]
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// ward.yaml to read [env: WARD_CONFIG; default: none, every field at its default]
+    /// ward.yaml to read [env: WARD_CONFIG; default: /etc/ward/ward.yaml if it exists, else none]
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Where model plugins live: <DIR>/<model_id>/<version>/model.yaml [env: WARD_MODEL_ROOT]
@@ -75,6 +81,15 @@ struct ServeArgs {
     /// Where worker logs go: <DIR>/<model_id>/<version>.log [env: WARD_LOG_DIR]
     #[arg(long, value_name = "DIR")]
     log_dir: Option<PathBuf>,
+    /// How ward's own log lines on stderr look: text, or one JSON object a line for log shippers
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        env = "WARD_LOG_FORMAT",
+        default_value_t = crate::serve::LogFormat::Text
+    )]
+    log_format: crate::serve::LogFormat,
 }
 
 #[derive(Debug, Args)]
@@ -128,11 +143,19 @@ struct InferArgs {
 #[derive(Debug, Subcommand)]
 enum ImageCommand {
     /// Build the container workers' image (runtime.container_image) from
-    /// ward-worker, locally, with no registry.
+    /// ward-worker, locally, with no registry; with --server, the
+    /// self-contained server image instead.
     Build {
         /// ward.yaml to read [env: WARD_CONFIG]
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Build the server image: ward, ward-worker, ONNX Runtime and a
+        /// Python with numpy, runnable with no bind mount but the models.
+        #[arg(long)]
+        server: bool,
+        /// The server image's tag.
+        #[arg(long, value_name = "TAG", requires = "server", default_value = crate::launch::server_image::DEFAULT_TAG)]
+        tag: String,
     },
 }
 
@@ -167,14 +190,26 @@ where
                 bind: args.bind,
                 log_dir: args.log_dir,
             };
-            crate::serve::main(args.config.as_deref(), &flags)
+            crate::serve::main(args.config.as_deref(), &flags, args.log_format)
         }
         Command::Validate(args) => validate(&args.path, args.format),
         Command::Models { server } => models(&server.url),
         Command::Infer(args) => infer(&args),
+        Command::Health { server } => health(&server.url),
         Command::Image {
-            command: ImageCommand::Build { config },
-        } => crate::serve::build_image(config.as_deref()),
+            command:
+                ImageCommand::Build {
+                    config,
+                    server,
+                    tag,
+                },
+        } => {
+            if server {
+                crate::serve::build_server_image(config.as_deref(), &tag)
+            } else {
+                crate::serve::build_image(config.as_deref())
+            }
+        }
         Command::Version => {
             println!("ward {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -303,6 +338,23 @@ fn report_json(verdicts: &[Verdict], out: &mut impl Write) -> std::io::Result<()
 }
 
 const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `ward health`: whether the server at `url` is ready.
+fn health(url: &str) -> ExitCode {
+    const PATH: &str = "/v2/health/ready";
+    let timeout = std::time::Duration::from_secs(5);
+    match crate::http_client::request("GET", url, PATH, None, timeout) {
+        Ok(resp) if resp.status == 200 => ExitCode::SUCCESS,
+        Ok(resp) => {
+            eprintln!("ward: {url}{PATH} answered {}", resp.status);
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("ward: {}", crate::errors::error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// `ward models`: one line per model version.
 fn models(url: &str) -> ExitCode {
@@ -465,15 +517,36 @@ mod tests {
             "l",
             "--config",
             "w.yaml",
+            "--log-format",
+            "json",
         ]) else {
             panic!("not a serve command");
         };
+        assert_eq!(args.log_format, crate::serve::LogFormat::Json);
         assert_eq!(args.model_root.as_deref(), Some(Path::new("m")));
         assert_eq!(args.bind, Some(SocketAddr::from(([127, 0, 0, 1], 0))));
         assert_eq!(args.log_dir.as_deref(), Some(Path::new("l")));
         assert_eq!(args.config.as_deref(), Some(Path::new("w.yaml")));
         let e = parse(&["serve", "--bind", "nowhere"]).unwrap_err();
         assert!(e.use_stderr() && e.to_string().contains("--bind"), "{e}");
+    }
+
+    #[test]
+    fn image_build_takes_server_and_a_tag_only_with_it() {
+        let Ok(Command::Image {
+            command: ImageCommand::Build { server, tag, .. },
+        }) = parse(&["image", "build", "--server"])
+        else {
+            panic!("not an image build");
+        };
+        assert!(server);
+        assert_eq!(tag, crate::launch::server_image::DEFAULT_TAG);
+        assert!(parse(&["image", "build", "--server", "--tag", "w:1"]).is_ok());
+        assert!(parse(&["image", "build", "--tag", "w:1"]).is_err());
+        assert!(matches!(
+            parse(&["health", "--url", "http://127.0.0.1:1"]),
+            Ok(Command::Health { .. })
+        ));
     }
 
     #[test]

@@ -26,33 +26,54 @@ fn worker_binary(cfg: &WardConfig) -> anyhow::Result<PathBuf> {
     Ok(beside)
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only for a person at a terminal: under systemd, Docker or a
-    // log shipper escape codes are noise in every line.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .try_init();
+/// How ward's own log lines (on stderr) look.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers: `timestamp`, `level`,
+    /// `target`, and `fields` (with the `message`).
+    Json,
 }
 
-pub fn main(config: Option<&Path>, flags: &Flags) -> ExitCode {
-    init_tracing();
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        // Colours only for a person at a terminal: under systemd, Docker or
+        // a log shipper escape codes are noise in every line.
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => logs.json().with_ansi(false).try_init(),
+    };
+}
+
+pub fn main(config: Option<&Path>, flags: &Flags, log_format: LogFormat) -> ExitCode {
+    init_tracing(log_format);
     match run(config, flags) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ward: {e:#}");
+            match log_format {
+                LogFormat::Text => eprintln!("ward: {e:#}"),
+                // A shipper reads every line as JSON, the last one too.
+                LogFormat::Json => tracing::error!(error = format!("{e:#}"), "ward stopped"),
+            }
             ExitCode::FAILURE
         }
     }
 }
 
 fn config(config: Option<&Path>, flags: &Flags) -> anyhow::Result<WardConfig> {
-    let env_config = std::env::var_os("WARD_CONFIG").map(PathBuf::from);
-    let path = config.map(Path::to_path_buf).or(env_config);
+    let env_config = std::env::var_os("WARD_CONFIG");
+    let path = ward_config::ward::config_path(config, env_config.as_deref(), Path::is_file);
+    if let Some(path) = &path {
+        tracing::info!(path = %path.display(), "configuration file");
+    }
     let resolved =
         WardConfig::resolve(path.as_deref(), std::env::vars(), flags).context("configuration")?;
     for w in &resolved.warnings {
@@ -61,9 +82,49 @@ fn config(config: Option<&Path>, flags: &Flags) -> anyhow::Result<WardConfig> {
     Ok(resolved.config)
 }
 
+/// `ward image build --server [--tag TAG]`: builds the self-contained
+/// server image from this ward, its worker, ONNX Runtime and the plugins'
+/// Python (see [`crate::launch::server_image`]).
+pub fn build_server_image(config_path: Option<&Path>, tag: &str) -> ExitCode {
+    init_tracing(LogFormat::Text);
+    let built = (|| {
+        let mut cfg = config(config_path, &Flags::default())?;
+        crate::sandbox::jail::resolve_runtime_paths(&mut cfg);
+        let sources = crate::launch::server_image::Sources {
+            ward: std::env::current_exe().context("cannot locate the ward executable")?,
+            worker: worker_binary(&cfg)?,
+            onnxruntime: cfg.worker.onnxruntime_library.clone().context(
+                "no ONNX Runtime library: set worker.onnxruntime_library or ORT_DYLIB_PATH",
+            )?,
+            python: cfg.worker.python.clone(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("tokio runtime")?;
+        runtime
+            .block_on(async {
+                let engine =
+                    crate::launch::container::Engine::connect(&cfg, Default::default()).await?;
+                crate::launch::server_image::build(&engine, sources, tag).await
+            })
+            .map_err(anyhow::Error::from)
+    })();
+    match built {
+        Ok(context) => {
+            println!("built {tag} (build context {} MB)", context >> 20);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ward: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `ward image build`: (re)builds the container workers' image.
 pub fn build_image(config_path: Option<&Path>) -> ExitCode {
-    init_tracing();
+    init_tracing(LogFormat::Text);
     let built = (|| {
         let cfg = config(config_path, &Flags::default())?;
         let binary = worker_binary(&cfg)?;

@@ -94,6 +94,8 @@ impl Ward {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("WARD_BIND", "127.0.0.1:0")
+            // Not the machine's /etc/ward/ward.yaml (`./setup.sh install`'s).
+            .env("WARD_CONFIG", "/dev/null")
             .env("WARD_MODEL_ROOT", &models)
             .env("WARD_LOG_DIR", dir.path().join("logs"))
             .env("WARD_RUN_DIR", dir.path().join("run"))

@@ -13,6 +13,7 @@ use crate::server::{self, Server};
 
 const USAGE: &str = "\
 usage: ward-worker (--socket PATH | --fd N) [--max-frame BYTES] [--spin-us MICROSECONDS]
+                   [--confine container]
 The one-time handshake token is read from WARD_WORKER_TOKEN. --spin-us bounds how
 long the worker polls for the next request before sleeping (default 50, 0 = never).";
 
@@ -47,12 +48,15 @@ struct Options {
     target: Target,
     limit: FrameLimit,
     spin: Duration,
+    /// `--confine container`: apply the privilege-free layers first.
+    confine: bool,
 }
 
 fn parse(args: &[String]) -> Option<Options> {
     let mut target = None;
     let mut limit = FrameLimit::DEFAULT;
     let mut spin = Duration::from_micros(DEFAULT_SPIN_US);
+    let mut confine = false;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let value = it.next()?;
@@ -63,6 +67,7 @@ fn parse(args: &[String]) -> Option<Options> {
             "--spin-us" => {
                 spin = Duration::from_micros(value.parse().ok().filter(|us| *us <= 10_000)?);
             }
+            "--confine" if value == "container" => confine = true,
             _ => return None,
         }
     }
@@ -70,6 +75,7 @@ fn parse(args: &[String]) -> Option<Options> {
         target: target?,
         limit,
         spin,
+        confine,
     })
 }
 
@@ -83,11 +89,16 @@ pub fn main() -> ExitCode {
         target,
         limit,
         spin,
+        confine,
     }) = parse(&args)
     else {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
+    if confine && let Err(e) = crate::jail::confine_in_container() {
+        eprintln!("ward-worker: confining the container worker: {e}");
+        return ExitCode::from(crate::jail::EXIT_JAIL_FAILED as u8);
+    }
     // The token must not leak into the plugin's environment.
     let token = std::env::var("WARD_WORKER_TOKEN").unwrap_or_default();
     // SAFETY: single-threaded at this point; nothing else reads the environment concurrently.

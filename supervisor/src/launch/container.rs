@@ -16,7 +16,9 @@
 //! Every container is locked down: no network, read-only root filesystem, a
 //! size-capped `/tmp` tmpfs, every capability dropped, no-new-privileges, a
 //! per-model non-root uid, memory (swap off), CPU and pids limits, ulimits,
-//! Docker's init as pid 1 to reap. Containers carry labels with this
+//! Docker's init as pid 1 to reap, no `/dev/shm`; inside, the worker applies
+//! the native jail's privilege-free layers itself (`--confine container`:
+//! landlock and ward's seccomp filter). Containers carry labels with this
 //! supervisor's id, the model, version and generation; those left over by an
 //! earlier run of the same supervisor are removed at startup.
 
@@ -203,21 +205,36 @@ impl Engine {
     }
 
     async fn build_image(&self, binary: Vec<u8>, digest: &str) -> Result<(), EngineError> {
-        let failed = |why: String| EngineError::Build {
+        let context = build_context(&binary).map_err(|e| EngineError::Build {
             image: self.image.clone(),
+            why: e.to_string(),
+        })?;
+        let labels = HashMap::from([
+            (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_WORKER_DIGEST.to_owned(), digest.to_owned()),
+        ]);
+        self.build(&self.image, context, labels).await
+    }
+
+    /// Builds `tag` from a build context (a tar archive with a `Dockerfile`
+    /// at its top), offline: no network during the build, nothing pulled.
+    pub async fn build(
+        &self,
+        tag: &str,
+        context: Vec<u8>,
+        labels: HashMap<String, String>,
+    ) -> Result<(), EngineError> {
+        let failed = |why: String| EngineError::Build {
+            image: tag.to_owned(),
             why,
         };
-        let context = build_context(&binary).map_err(|e| failed(e.to_string()))?;
         let options = BuildImageOptions {
             dockerfile: "Dockerfile".to_owned(),
-            t: Some(self.image.clone()),
+            t: Some(tag.to_owned()),
             rm: true,
             forcerm: true,
             networkmode: Some("none".to_owned()),
-            labels: Some(HashMap::from([
-                (LABEL_MANAGED.to_owned(), "true".to_owned()),
-                (LABEL_WORKER_DIGEST.to_owned(), digest.to_owned()),
-            ])),
+            labels: Some(labels),
             ..Default::default()
         };
         let mut progress = self.docker.build_image(
@@ -480,8 +497,34 @@ fn build_context(worker: &[u8]) -> std::io::Result<Vec<u8>> {
 
 /// Appends one regular file to a ustar archive.
 fn tar_file(tar: &mut Vec<u8>, name: &str, mode: u32, data: &[u8]) -> std::io::Result<()> {
-    if name.len() > 99 {
-        return Err(std::io::Error::other("tar: name too long"));
+    tar_entry(tar, name, mode, TarKind::File(data))
+}
+
+/// What one ustar entry is.
+pub(crate) enum TarKind<'a> {
+    File(&'a [u8]),
+    Dir,
+    Symlink(&'a str),
+}
+
+/// Appends one entry (owned by root) to a ustar archive. A name longer than
+/// 100 bytes is split into the header's prefix and name at a `/`.
+pub(crate) fn tar_entry(
+    tar: &mut Vec<u8>,
+    name: &str,
+    mode: u32,
+    kind: TarKind<'_>,
+) -> std::io::Result<()> {
+    let (prefix, name) = split_tar_name(name)?;
+    let (size, typeflag, link, data): (usize, u8, &str, &[u8]) = match kind {
+        TarKind::File(data) => (data.len(), b'0', "", data),
+        TarKind::Dir => (0, b'5', "", &[]),
+        TarKind::Symlink(target) => (0, b'2', target, &[]),
+    };
+    if link.len() > 100 {
+        return Err(std::io::Error::other(format!(
+            "tar: link target too long: {link}"
+        )));
     }
     let mut header = [0u8; 512];
     let field = |header: &mut [u8; 512], at: usize, width: usize, value: &str| {
@@ -492,11 +535,13 @@ fn tar_file(tar: &mut Vec<u8>, name: &str, mode: u32, data: &[u8]) -> std::io::R
     field(&mut header, 100, 8, &format!("{mode:07o}"));
     field(&mut header, 108, 8, "0000000");
     field(&mut header, 116, 8, "0000000");
-    field(&mut header, 124, 12, &format!("{:011o}", data.len()));
+    field(&mut header, 124, 12, &format!("{size:011o}"));
     field(&mut header, 136, 12, &format!("{:011o}", 0));
-    header[156] = b'0';
+    header[156] = typeflag;
+    field(&mut header, 157, 100, link);
     field(&mut header, 257, 6, "ustar\0");
     field(&mut header, 263, 2, "00");
+    field(&mut header, 345, 155, prefix);
     // The checksum is computed with its own field as spaces.
     header[148..156].fill(b' ');
     let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
@@ -506,6 +551,20 @@ fn tar_file(tar: &mut Vec<u8>, name: &str, mode: u32, data: &[u8]) -> std::io::R
     let pad = (512 - data.len() % 512) % 512;
     tar.extend(std::iter::repeat_n(0u8, pad));
     Ok(())
+}
+
+/// ustar's (prefix, name) for a path: the name alone when it fits in 100
+/// bytes, else split at a `/` into a prefix of at most 155 and a name of at
+/// most 100.
+fn split_tar_name(path: &str) -> std::io::Result<(&str, &str)> {
+    if path.len() <= 100 {
+        return Ok(("", path));
+    }
+    path.char_indices()
+        .filter(|&(i, c)| c == '/' && i <= 155 && path.len() - i - 1 <= 100 && i > 0)
+        .map(|(i, _)| (&path[..i], &path[i + 1..]))
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("tar: name too long: {path}")))
 }
 
 /// Everything needed to create one worker container.
@@ -598,7 +657,8 @@ impl ContainerPlan<'_> {
             nano_cpus: self.launch.plan.cpus.map(|c| (c * 1e9) as i64),
             pids_limit: Some(i64::try_from(s.pids_max).unwrap_or(i64::MAX)),
             init: Some(true),
-            ipc_mode: Some("private".to_owned()),
+            // A private IPC namespace without /dev/shm, as in the native jail.
+            ipc_mode: Some("none".to_owned()),
             ulimits: Some(vec![
                 ulimit("nofile", s.open_files),
                 ulimit("core", 0),
@@ -616,6 +676,9 @@ impl ContainerPlan<'_> {
                 self.launch.plan.max_frame.to_string(),
                 "--spin-us".to_owned(),
                 self.launch.plan.spin_us.to_string(),
+                // ward's own landlock and seccomp layers, inside Docker's.
+                "--confine".to_owned(),
+                "container".to_owned(),
             ]),
             env: Some(env),
             user: Some(format!("{0}:{0}", self.settings.uid)),

@@ -10,5 +10,6 @@ pub mod ipc;
 pub mod native;
 pub mod plan;
 pub mod reaper;
+pub mod server_image;
 pub mod status;
 pub mod worker;

@@ -178,7 +178,8 @@ impl Footprint {
         let _ = tokio::task::spawn_blocking(move || {
             drop(cgroup);
             if let Some(dir) = jail_dir {
-                let _ = std::fs::remove_dir(dir);
+                // Empty, except a scratch a worker without namespaces used.
+                let _ = std::fs::remove_dir_all(dir);
             }
         })
         .await;

@@ -161,11 +161,17 @@ impl Supervisor {
             .onnxruntime_library
             .clone()
             .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from));
-        let runtime = crate::sandbox::jail::RuntimePaths::discover(
+        let mut runtime = crate::sandbox::jail::RuntimePaths::discover(
             worker_binary,
             ort.as_deref(),
             &cfg.worker.python,
         );
+        runtime.without_namespaces = !isolation.jail_namespaces();
+        if runtime.without_namespaces {
+            tracing::warn!(
+                "namespaces unavailable (an unprivileged container?): untrusted workers run with rlimits, no_new_privs, landlock and seccomp only, without a private root, network or pid namespace"
+            );
+        }
         (isolation, runtime)
     }
 

@@ -19,6 +19,10 @@ pub struct RuntimePaths {
     pub exec: Vec<PathBuf>,
     /// Bound read-only, not executable.
     pub data: Vec<PathBuf>,
+    /// The host refuses the jail's namespaces (the startup probe; e.g. ward
+    /// itself in an unprivileged container): jailed workers get only the
+    /// layers that need no privilege.
+    pub without_namespaces: bool,
 }
 
 /// The Python installation a plugin interpreter needs: its prefixes (a
@@ -77,7 +81,11 @@ impl RuntimePaths {
             .map(PathBuf::from)
             .filter(|p| p.exists())
             .collect();
-        RuntimePaths { exec, data }
+        RuntimePaths {
+            exec,
+            data,
+            without_namespaces: false,
+        }
     }
 }
 
@@ -215,6 +223,7 @@ impl JailPlan<'_> {
             },
             env,
             strict: s.strict,
+            namespaces: !self.runtime.without_namespaces,
         }
     }
 }

@@ -107,6 +107,19 @@ impl IsolationReport {
     pub fn strict_capable(&self) -> bool {
         self.missing.is_empty()
     }
+
+    /// Whether the jailer can build its namespaces here: mount, net, ipc,
+    /// uts, pid and cgroup, inside a user namespace when not root. Without
+    /// them (ward in an unprivileged container) a jailed worker keeps the
+    /// layers that need no privilege: rlimits, no_new_privs, landlock,
+    /// seccomp, a scrubbed environment and descriptors.
+    pub fn jail_namespaces(&self) -> bool {
+        let has = |k: &str| self.namespaces.get(k).copied().unwrap_or(false);
+        ["mount", "net", "ipc", "uts", "pid", "cgroup"]
+            .iter()
+            .all(|k| has(k))
+            && (self.running_as_root || has("user"))
+    }
 }
 
 /// Probes the host. Blocking, and fast (a few milliseconds: one fork per
@@ -344,12 +357,15 @@ mod tests {
         report.cgroup.pids = true;
         report.cgroup.cpu = true;
         assert_eq!(missing_layers(&report), Vec::<String>::new());
+        assert!(report.jail_namespaces());
 
         // The cgroup namespace is reported but not required.
         report.namespaces.insert("cgroup".to_owned(), false);
         report.cgroup.cpu = false;
         report.namespaces.insert("pid".to_owned(), false);
         assert_eq!(missing_layers(&report), ["pid namespace", "cgroup cpu"]);
+        // The jailer unshares them all at once: one missing, none built.
+        assert!(!report.jail_namespaces());
     }
 
     #[test]
@@ -412,5 +428,6 @@ mod tests {
         );
         assert!(report.missing.is_empty(), "{:?}", report.missing);
         assert!(report.strict_capable());
+        assert!(report.jail_namespaces());
     }
 }

@@ -21,6 +21,15 @@
 //!    but the socket, a scrubbed environment, and seccomp last, right before
 //!    `execve` of the worker itself (`ward-worker --fd N`).
 //!
+//! Where the host refuses namespaces (ward in an unprivileged container,
+//! under Docker's default seccomp profile, say; the supervisor's probe
+//! decides and says so in the spec), steps 4 to 6 are skipped unless
+//! `strict`: the jailer becomes the worker itself, its scratch is the empty
+//! directory the supervisor prepared (`HOME` and `TMPDIR` point there), and
+//! step 7 applies as is: landlock then fences the file system (the runtime
+//! and the model read-only, scratch read-write), TCP, signals and ptrace;
+//! seccomp the rest. A separate uid only when started as root.
+//!
 //! Every step fails closed, except those marked best-effort in the spec; what
 //! could not be applied is printed to stderr (the model's log) and was
 //! already reported by the supervisor's startup probe.
@@ -90,6 +99,32 @@ pub fn main() -> ! {
         .unwrap_or_else(|e| fail("connecting to the supervisor", e));
     let socket_fd = socket.into_raw_fd();
 
+    // Where the host refuses namespaces (the supervisor's probe found so:
+    // ward in an unprivileged container), there is no private root: the
+    // worker stays in this process, its scratch is the empty directory
+    // prepared for the root, and the layers that need no privilege confine it.
+    if !spec.namespaces {
+        if spec.strict {
+            fail(
+                "namespaces",
+                "refused on this host, and sandbox.strict is set",
+            );
+        }
+        warn(
+            "namespaces",
+            "refused on this host: no private root, network, ipc or pid namespace; \
+             rlimits, no_new_privs, landlock and seccomp confine the worker",
+        );
+        let root = Uid::effective().is_root();
+        confine_and_exec(
+            &spec,
+            socket_fd,
+            &token,
+            root,
+            Some(Path::new(&spec.new_root)),
+        );
+    }
+
     // 4. Namespaces. A user namespace only when not root (root needs none to
     //    drop privileges, and nesting one would re-grant capabilities inside).
     let root = Uid::effective().is_root();
@@ -119,7 +154,7 @@ pub fn main() -> ! {
 
     // 7. The worker is pid 2; pid 1 stays to reap.
     fork_child("worker", "worker", init);
-    confine_and_exec(&spec, socket_fd, &token, root)
+    confine_and_exec(&spec, socket_fd, &token, root, None)
 }
 
 /// Writes the user namespace's id maps: the outer user becomes root inside.
@@ -327,17 +362,72 @@ fn set_limit(resource: Resource, value: u64, what: &str) {
     setrlimit(resource, value, value).unwrap_or_else(|e| fail(&format!("setrlimit {what}"), e));
 }
 
-/// The last steps in the worker process, then `execve`.
-fn confine_and_exec(spec: &JailSpec, socket_fd: i32, token: &str, root: bool) -> ! {
+/// The number of processes and threads of this real uid (what
+/// `RLIMIT_NPROC` counts).
+fn uid_tasks() -> u64 {
+    let uid = Uid::current().as_raw();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let field = |status: &str, name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+        .filter(|status| field(status, "Uid:") == Some(u64::from(uid)))
+        .map(|status| field(&status, "Threads:").unwrap_or(1))
+        .sum()
+}
+
+/// The last steps in the worker process, then `execve`. `shared` is the
+/// scratch directory when there are no namespaces (the worker shares the
+/// host's — or the container's — file system, and `/tmp`); `None` in the
+/// private root, whose `/tmp` is the scratch.
+fn confine_and_exec(
+    spec: &JailSpec,
+    socket_fd: i32,
+    token: &str,
+    root: bool,
+    shared: Option<&Path>,
+) -> ! {
     let l = spec.limits;
     set_limit(Resource::RLIMIT_AS, l.address_space_bytes, "AS");
     set_limit(Resource::RLIMIT_NOFILE, l.open_files, "NOFILE");
-    set_limit(Resource::RLIMIT_NPROC, l.processes, "NPROC");
+    // RLIMIT_NPROC counts every task of the real uid. Sharing its uid with
+    // the supervisor and the other workers (no namespaces, not root), the
+    // worker gets what they run now plus its own allowance.
+    let processes = if shared.is_some() && !root {
+        uid_tasks().saturating_add(l.processes)
+    } else {
+        l.processes
+    };
+    set_limit(Resource::RLIMIT_NPROC, processes, "NPROC");
     set_limit(Resource::RLIMIT_CORE, 0, "CORE");
     set_limit(Resource::RLIMIT_FSIZE, l.file_size_bytes, "FSIZE");
     set_limit(Resource::RLIMIT_CPU, l.cpu_seconds, "CPU");
+    let scratch = shared.unwrap_or(Path::new("/tmp"));
 
     if root {
+        if shared.is_some()
+            && let Err(e) = nix::unistd::chown(
+                scratch,
+                Some(Uid::from_raw(spec.uid)),
+                Some(Gid::from_raw(spec.gid)),
+            )
+        {
+            warn("handing the scratch directory to the worker's uid", e);
+        }
         drop_privileges(spec.uid, spec.gid);
         // A uid change clears the death signal.
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
@@ -353,15 +443,9 @@ fn confine_and_exec(spec: &JailSpec, socket_fd: i32, token: &str, root: bool) ->
             .map(PathBuf::from)
             .chain(["/proc", "/etc/ld.so.cache"].map(PathBuf::from))
             .collect(),
-        read_write: [
-            "/tmp",
-            "/dev/null",
-            "/dev/zero",
-            "/dev/urandom",
-            "/dev/random",
-        ]
-        .map(PathBuf::from)
-        .to_vec(),
+        read_write: std::iter::once(scratch.to_owned())
+            .chain(["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"].map(PathBuf::from))
+            .collect(),
         deny_tcp: true,
         scope_signals_and_abstract_sockets: true,
     };
@@ -406,9 +490,15 @@ fn confine_and_exec(spec: &JailSpec, socket_fd: i32, token: &str, root: bool) ->
             .iter()
             .filter_map(|a| CString::new(a.as_bytes()).ok()),
     );
+    let scratch_text = scratch.to_string_lossy();
     let mut env: Vec<CString> = spec
         .env
         .iter()
+        .map(|(k, v)| match k.as_str() {
+            // Without a private /tmp, home and temporary files go to scratch.
+            "HOME" | "TMPDIR" if shared.is_some() => (k, &*scratch_text),
+            _ => (k, v.as_str()),
+        })
         .filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok())
         .collect();
     env.extend(CString::new(format!("WARD_WORKER_TOKEN={token}")).ok());
@@ -452,6 +542,43 @@ fn drop_privileges(uid: u32, gid: u32) {
     if nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
         fail("dropping privileges", "setuid(0) still works");
     }
+}
+
+/// `ward-worker --confine container`: the layers that need no privilege,
+/// applied by a worker that Docker already locks down (container mode), so
+/// that it and its plugin are denied what the native jail denies:
+/// `no_new_privs`, landlock (the container's file system read-only but
+/// `/tmp`, no TCP, signals and abstract sockets scoped to the worker's own
+/// domain: not the container's init) and ward's seccomp filter (no `ptrace`
+/// of the worker, no `unshare`, `mount`, non-Unix sockets, ...). Docker's
+/// default seccomp profile allows `ptrace` of a process of the same uid.
+pub fn confine_in_container() -> Result<(), String> {
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
+    let rules = landlock::Rules {
+        read_exec: vec![PathBuf::from("/")],
+        read_only: Vec::new(),
+        read_write: [
+            "/tmp",
+            "/dev/null",
+            "/dev/zero",
+            "/dev/urandom",
+            "/dev/random",
+        ]
+        .map(PathBuf::from)
+        .to_vec(),
+        deny_tcp: true,
+        scope_signals_and_abstract_sockets: true,
+    };
+    match landlock::restrict(&rules, false) {
+        Ok(status) if !matches!(status.enforced, landlock::Enforcement::Full) => warn(
+            "landlock",
+            format!("{:?}: {}", status.enforced, status.detail),
+        ),
+        Ok(_) => {}
+        Err(e) => return Err(format!("landlock: {}", error_chain(&e))),
+    }
+    seccomp::install(&seccomp::Policy::default())
+        .map_err(|e| format!("seccomp: {}", error_chain(&e)))
 }
 
 /// Whether argv asks for the jailer (`ward-worker jail`).
