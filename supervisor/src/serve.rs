@@ -86,9 +86,8 @@ fn config(config: Option<&Path>, flags: &Flags) -> anyhow::Result<WardConfig> {
 /// server image from this ward, its worker, ONNX Runtime and the plugins'
 /// Python (see [`crate::launch::server_image`]).
 pub fn build_server_image(config_path: Option<&Path>, tag: &str) -> ExitCode {
-    init_tracing(LogFormat::Text);
-    let built = (|| {
-        let mut cfg = config(config_path, &Flags::default())?;
+    image_job(config_path, |cfg| {
+        let mut cfg = cfg.clone();
         crate::sandbox::jail::resolve_runtime_paths(&mut cfg);
         let sources = crate::launch::server_image::Sources {
             ward: std::env::current_exe().context("cannot locate the ward executable")?,
@@ -98,52 +97,52 @@ pub fn build_server_image(config_path: Option<&Path>, tag: &str) -> ExitCode {
             )?,
             python: cfg.worker.python.clone(),
         };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("tokio runtime")?;
-        runtime
-            .block_on(async {
-                let engine =
-                    crate::launch::container::Engine::connect(&cfg, Default::default()).await?;
-                crate::launch::server_image::build(&engine, sources, tag).await
-            })
-            .map_err(anyhow::Error::from)
-    })();
-    match built {
-        Ok(context) => {
-            println!("built {tag} (build context {} MB)", context >> 20);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("ward: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+        let tag = tag.to_owned();
+        Ok(async move |engine: crate::launch::container::Engine| {
+            let context = crate::launch::server_image::build(&engine, sources, &tag).await?;
+            Ok(format!("built {tag} (build context {} MB)", context >> 20))
+        })
+    })
 }
 
 /// `ward image build`: (re)builds the container workers' image.
 pub fn build_image(config_path: Option<&Path>) -> ExitCode {
+    image_job(config_path, |cfg| {
+        let binary = worker_binary(cfg)?;
+        Ok(async move |engine: crate::launch::container::Engine| {
+            engine.build_image_from(&binary).await?;
+            Ok(format!("built {}", engine.image))
+        })
+    })
+}
+
+/// Runs an image build: `prepare` reads what it needs from the
+/// configuration, and the job it returns runs on a connected Docker engine
+/// and says what it built.
+fn image_job<J>(
+    config_path: Option<&Path>,
+    prepare: impl FnOnce(&WardConfig) -> anyhow::Result<J>,
+) -> ExitCode
+where
+    J: AsyncFnOnce(crate::launch::container::Engine) -> anyhow::Result<String>,
+{
     init_tracing(LogFormat::Text);
     let built = (|| {
         let cfg = config(config_path, &Flags::default())?;
-        let binary = worker_binary(&cfg)?;
+        let job = prepare(&cfg)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("tokio runtime")?;
-        runtime
-            .block_on(async {
-                let engine =
-                    crate::launch::container::Engine::connect(&cfg, Default::default()).await?;
-                engine.build_image_from(&binary).await?;
-                Ok::<_, crate::launch::container::EngineError>(engine.image)
-            })
-            .map_err(anyhow::Error::from)
+        runtime.block_on(async {
+            let engine =
+                crate::launch::container::Engine::connect(&cfg, Default::default()).await?;
+            job(engine).await
+        })
     })();
     match built {
-        Ok(image) => {
-            println!("built {image}");
+        Ok(what) => {
+            println!("{what}");
             ExitCode::SUCCESS
         }
         Err(e) => {
