@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 use crate::server::{Ward, bundled, digits_body, install};
-use crate::support::{python, repo};
+use crate::support::repo;
 
 const TOKEN: &str = "api-test-token-0123456789";
 
@@ -655,21 +655,9 @@ fn a_stock_open_inference_protocol_client_gets_correct_results() {
         &[],
     );
     ward.wait_state("digits", "1.0.0", "READY");
-    let out = std::process::Command::new(python())
-        .arg(repo().join("tests/support/oip_client.py"))
-        .arg(ward.url.strip_prefix("http://").unwrap())
-        .arg(repo().join("models"))
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    assert!(
-        text.contains("ok: labels equal in-process onnxruntime (binary=True)"),
-        "{text}"
+    crate::support::stock_client_agrees(
+        ward.url.strip_prefix("http://").unwrap(),
+        &repo().join("models"),
     );
 }
 

@@ -2,14 +2,11 @@
 //! flags instead of variables, beside stray `WARD_*` variables (issue 11), the
 //! help of every subcommand, and `ward validate --format json`.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::server::{bundled, digits_body, install};
+use crate::server::{Ward, bundled, digits_body, install};
 use crate::support::{onnxruntime, python, repo};
 
 fn ward(args: &[&str]) -> Output {
@@ -20,25 +17,6 @@ fn ward(args: &[&str]) -> Output {
         .expect("run ward")
 }
 
-/// A `ward serve` child, stopped with SIGTERM (then SIGKILL) when dropped.
-struct Serving(Child);
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.0.try_wait().ok().flatten().is_none() {
-            if Instant::now() >= deadline {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
 /// `WARD_URL` (the CLI's own variable) and an unrelated `WARD_SOMETHING` no
 /// longer stop the server; the unknown one is named in a warning. The flags
 /// beat the `WARD_MODEL_ROOT` and `WARD_BIND` exported beside them.
@@ -47,7 +25,6 @@ fn serve_takes_flags_and_warns_about_unknown_variables() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("models");
     install(&root, &bundled("digits/1.0.0"), "digits");
-    let stderr_path = dir.path().join("ward.stderr");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_it-ward"));
     cmd.arg("serve")
         .arg("--model-root")
@@ -67,60 +44,24 @@ fn serve_takes_flags_and_warns_about_unknown_variables() {
         .env("WARD_ONNXRUNTIME_LIBRARY", onnxruntime())
         .env("WARD_PYTHON", python())
         .env("WARD_DOCKER_ENABLED", "false")
-        .env("WARD_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr_path).unwrap());
-    let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
-    let mut child = Serving(cmd.spawn().expect("spawn ward"));
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("ward: listening on ") {
-                let _ = tx.send(url.to_owned());
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("ward did not start:\n{}", stderr()));
-    assert!(!url.ends_with(":1"), "WARD_BIND beat --bind: {url}");
-
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
-    let status = |path: &str| {
-        agent
-            .get(format!("{url}{path}"))
-            .call()
-            .expect("GET")
-            .status()
-            .as_u16()
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while status("/v2/health/ready") != 200
-        || status("/v2/models/digits/versions/1.0.0/ready") != 200
-    {
-        assert!(
-            Instant::now() < deadline,
-            "digits@1.0.0 never became ready (did WARD_MODEL_ROOT beat --model-root?)\n{}",
-            stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut resp = agent
-        .post(format!("{url}/v2/models/digits/versions/1.0.0/infer"))
-        .header("Content-Type", "application/json")
-        .send(digits_body(&[0.0; 64]).to_string())
-        .expect("POST");
-    let answer: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
-    assert_eq!(resp.status().as_u16(), 200, "{answer}");
+        .env("WARD_LOG", "info");
+    let logs = dir.path().join("logs/digits");
+    let ward = Ward::spawn(cmd, dir);
+    assert!(
+        !ward.url.ends_with(":1"),
+        "WARD_BIND beat --bind: {}",
+        ward.url
+    );
+    // READY here means --model-root beat WARD_MODEL_ROOT.
+    ward.wait_state("digits", "1.0.0", "READY");
+    let (code, answer) = ward.post(
+        "/v2/models/digits/versions/1.0.0/infer",
+        &digits_body(&[0.0; 64]),
+    );
+    assert_eq!(code, 200, "{answer}");
     assert_eq!(answer["model_version"], "1.0.0", "{answer}");
 
-    let log = stderr();
+    let log = ward.stderr();
     let warning = log
         .lines()
         .find(|l| l.contains("WARD_SOMETHING"))
@@ -133,10 +74,7 @@ fn serve_takes_flags_and_warns_about_unknown_variables() {
         !log.contains("WARD_URL"),
         "WARD_URL was warned about:\n{log}"
     );
-    assert!(
-        Path::new(&dir.path().join("logs/digits")).is_dir(),
-        "--log-dir was not used"
-    );
+    assert!(logs.is_dir(), "--log-dir was not used");
 }
 
 #[test]

@@ -193,36 +193,6 @@ fn runtime_paths_reached_through_a_symlinked_directory_work_in_the_jail() {
     assert_eq!(code, 200, "{body}");
 }
 
-#[test]
-fn a_version_skipped_for_memory_loads_at_the_rescan_after_memory_frees() {
-    // Room for one digits worker (256 MB each): 1.1.0 loads, 1.0.0 is skipped.
-    let ward = Ward::start(
-        |root| {
-            install(root, &bundled("digits/1.0.0"), "digits");
-            install(root, &bundled("digits/1.1.0"), "digits");
-        },
-        &[("WARD_MEMORY_BUDGET_MB", "300")],
-    );
-    ward.wait_state("digits", "1.1.0", "READY");
-    let skipped = ward.wait_state("digits", "1.0.0", "FAILED");
-    assert!(
-        skipped["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("memory budget")),
-        "{skipped}"
-    );
-    std::fs::remove_dir_all(ward.models().join("digits/1.1.0")).unwrap();
-    // The next rescan unloads 1.1.0, which frees the memory 1.0.0 needs.
-    ward.signal(Signal::SIGHUP);
-    ward.wait_state("digits", "1.1.0", "UNLOADED");
-    ward.wait_state("digits", "1.0.0", "READY");
-    let (code, body) = ward.post(
-        "/v2/models/digits/versions/1.0.0/infer",
-        &crate::server::digits_body(&[0.0; 64]),
-    );
-    assert_eq!(code, 200, "{body}");
-}
-
 /// A cgroup v1 memory cgroup of its own, removed on drop.
 struct MemoryCgroup(std::path::PathBuf);
 

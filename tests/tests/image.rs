@@ -231,22 +231,7 @@ fn the_server_image_serves_the_bundled_models_alone_and_drains_on_sigterm() {
     assert_eq!(isolation["seccomp_filter"], true, "{isolation}");
 
     // A stock client gets in-process onnxruntime's answers.
-    let out = Command::new(python())
-        .arg(repo().join("tests/support/oip_client.py"))
-        .arg(&addr)
-        .arg(&models)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    assert!(
-        text.contains("ok: labels equal in-process onnxruntime (binary=True)"),
-        "{text}"
-    );
+    crate::support::stock_client_agrees(&addr, &models);
 
     // Docker's health check (`ward health`) says healthy.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -4,14 +4,11 @@
 //! environment. The test installs the binaries it built (WARD_INSTALL_FROM)
 //! into a temporary prefix and config path, never into /usr/local or /etc.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::server::digits_body;
+use crate::server::{Ward, digits_body};
 use crate::support::{onnxruntime, repo};
 
 /// Runs `./setup.sh install` from `from` into `prefix`, writing `config`.
@@ -30,35 +27,6 @@ fn setup_install(from: &Path, prefix: &Path, config: &Path) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-/// The installed `ward serve`, stopped with SIGTERM (then SIGKILL) when dropped.
-struct Serving(Child);
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.0.try_wait().ok().flatten().is_none() {
-            if Instant::now() >= deadline {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-fn call(req: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
-    let mut resp = req.expect("HTTP");
-    let code = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().unwrap_or_default();
-    (
-        code,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 fn png(width: u32, height: u32, rgb: [u8; 3]) -> Vec<u8> {
@@ -119,72 +87,26 @@ fn installed_ward_serves_the_bundled_models_with_nothing_exported() {
     let cwd = dir.path().join("cwd");
     std::fs::create_dir_all(&cwd).unwrap();
     let path = format!("{}:/usr/bin:/bin", prefix.join("bin").display());
-    let stderr_path = dir.path().join("ward.stderr");
     let mut cmd = Command::new("ward");
     cmd.args(["serve", "--bind", "127.0.0.1:0"])
         .current_dir(&cwd)
         .env_clear()
         .env("PATH", &path)
-        .env("WARD_CONFIG", &config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr_path).unwrap());
-    // SAFETY: prctl is async-signal-safe.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
-                .map_err(std::io::Error::from)
-        });
-    }
-    let mut child = cmd.spawn().expect("ward on the PATH");
-    let stdout = child.stdout.take().unwrap();
-    let serving = Serving(child);
-    let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("ward: listening on ") {
-                let _ = tx.send(url.to_owned());
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("ward did not start:\n{}", stderr()));
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
-    let get = |p: &str| call(agent.get(format!("{url}{p}")).call());
-
-    let deadline = Instant::now() + Duration::from_secs(90);
+        .env("WARD_CONFIG", &config);
+    let ward = Ward::spawn(cmd, dir);
     for (model, version) in [("digits", "1.1.0"), ("brightness", "1.0.0")] {
-        loop {
-            let (_, s) = get(&format!("/v1/models/{model}/versions/{version}"));
-            if s["state"] == "READY" {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline && s["state"] != "FAILED",
-                "{model}@{version} not READY: {s}\n{}",
-                stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let s = ward.wait_for(model, version, Duration::from_secs(90), |s| {
+            s["state"] == "READY" || s["state"] == "FAILED"
+        });
+        assert_eq!(s["state"], "READY", "{s}\n{}", ward.stderr());
     }
     // The config file, not a default model root, chose what is served.
-    assert!(
-        stderr().contains(&config.display().to_string()),
-        "{}",
-        stderr()
-    );
+    let log = ward.stderr();
+    assert!(log.contains(&config.display().to_string()), "{log}");
 
-    let (code, body) = call(
-        agent
-            .post(format!("{url}/v2/models/digits/versions/1.1.0/infer"))
-            .header("Content-Type", "application/json")
-            .send(digits_body(&[0.0; 64]).to_string()),
+    let (code, body) = ward.post(
+        "/v2/models/digits/versions/1.1.0/infer",
+        &digits_body(&[0.0; 64]),
     );
     assert_eq!(code, 200, "{body}");
     let label = &body["outputs"]
@@ -199,15 +121,18 @@ fn installed_ward_serves_the_bundled_models_with_nothing_exported() {
     );
 
     for (rgb, want) in [([10, 10, 10], "dark"), ([240, 240, 240], "bright")] {
-        let (code, body) = call(
-            agent
-                .post(format!("{url}/v1/models/brightness/versions/1.0.0/frame"))
-                .header("Content-Type", "image/png")
-                .send(&png(16, 16, rgb)[..]),
+        let (code, body) = ward.post_bytes(
+            "/v1/models/brightness/versions/1.0.0/frame",
+            "image/png",
+            &png(16, 16, rgb),
         );
         assert_eq!(code, 200, "{body}");
         assert_eq!(body["result"]["event_type"], want, "{body}");
     }
-    assert_eq!(get("/v2/health/ready").0, 200, "{}", get("/v1/health").1);
-    drop(serving);
+    assert_eq!(
+        ward.get("/v2/health/ready").0,
+        200,
+        "{}",
+        ward.get("/v1/health").1
+    );
 }

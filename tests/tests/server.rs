@@ -105,24 +105,37 @@ impl Ward {
             .env("WARD_COOLDOWN_MS", "300")
             // Container mode is opted into by the container tests alone.
             .env("WARD_DOCKER_ENABLED", "false")
-            .env("WARD_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.path().join("ward.stderr")).unwrap());
+            .env("WARD_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
         // Opened before the fork: the child only writes to it.
         let procs = cgroup_procs.map(|p| std::fs::OpenOptions::new().write(true).open(p).unwrap());
-        // If this test process dies (a panic while another thread still holds
-        // the Ward, so Drop never runs), the supervisor shuts down with it.
-        // SAFETY: prctl and write(2) are async-signal-safe.
+        // SAFETY: write(2) is async-signal-safe.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
                 if let Some(f) = &procs {
                     // "0" is the writing process itself (cgroup v1 and v2).
                     nix::unistd::write(f, b"0").map_err(std::io::Error::from)?;
                 }
+                Ok(())
+            });
+        }
+        Ward::spawn(cmd, dir)
+    }
+
+    /// Runs `cmd` (a `ward serve` command line) as this test's supervisor:
+    /// stderr to `<dir>/ward.stderr`, dying with the test process, and
+    /// waits (bounded) for the line that says where it listens.
+    pub fn spawn(mut cmd: Command, dir: tempfile::TempDir) -> Ward {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("ward.stderr")).unwrap());
+        // If this test process dies (a panic while another thread still holds
+        // the Ward, so Drop never runs), the supervisor shuts down with it.
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
                 nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
                     .map_err(std::io::Error::from)
             });
@@ -191,6 +204,17 @@ impl Ward {
             .post(format!("{}{path}", self.url))
             .header("Content-Type", "application/json")
             .send(body.to_string())
+            .expect("POST");
+        Ward::parse(resp)
+    }
+
+    /// POSTs raw bytes (a picture for the frame route, say).
+    pub fn post_bytes(&self, path: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
+        let resp = self
+            .agent
+            .post(format!("{}{path}", self.url))
+            .header("Content-Type", content_type)
+            .send(body)
             .expect("POST");
         Ward::parse(resp)
     }

@@ -533,7 +533,7 @@ fn a_full_queue_answers_overloaded_at_once() {
 }
 
 #[test]
-fn admission_loads_higher_versions_first_and_shows_what_it_skipped() {
+fn admission_loads_higher_versions_first_shows_what_it_skipped_and_retries_it_when_memory_frees() {
     let ward = Ward::start(
         |root| {
             install(root, &bundled("digits/1.0.0"), "digits");
@@ -545,6 +545,14 @@ fn admission_loads_higher_versions_first_and_shows_what_it_skipped() {
     let skipped = ward.wait_state("digits", "1.0.0", "FAILED");
     let reason = skipped["reason"].as_str().unwrap();
     assert!(reason.starts_with("skipped: needs 256 MB"), "{reason}");
+    // The rescan that unloads the removed 1.1.0 frees what 1.0.0 needs, and
+    // retries it (issue 12).
+    std::fs::remove_dir_all(ward.models().join("digits/1.1.0")).unwrap();
+    ward.signal(Signal::SIGHUP);
+    ward.wait_state("digits", "1.1.0", "UNLOADED");
+    ward.wait_state("digits", "1.0.0", "READY");
+    let (code, body) = ward.post(&infer_path("digits", "1.0.0"), &digits_body(&DIGIT_ZERO));
+    assert_eq!(code, 200, "{body}");
 }
 
 #[test]

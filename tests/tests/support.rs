@@ -190,3 +190,26 @@ fn copy_dir(src: &Path, dst: &Path) {
         }
     }
 }
+
+/// Runs stock tritonclient (tests/support/oip_client.py) against the server
+/// at `addr` (host:port) serving `models`' digits, and asserts it succeeded
+/// with answers equal to in-process onnxruntime; returns what it printed.
+pub fn stock_client_agrees(addr: &str, models: &Path) -> String {
+    let out = Command::new(python())
+        .arg(repo().join("tests/support/oip_client.py"))
+        .arg(addr)
+        .arg(models)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("ok: labels equal in-process onnxruntime (binary=True)"),
+        "{text}"
+    );
+    text
+}
