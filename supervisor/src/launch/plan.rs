@@ -152,14 +152,10 @@ pub fn phase_limits(cfg: &WardConfig, contract: &ModelContract) -> PhaseLimits {
 }
 
 /// The `Load` a worker of this plan is sent. `model_dir` is the version's
-/// directory as the worker sees it; `ort_env` is the supervisor's own
-/// `ORT_DYLIB_PATH`, used when the config names no library.
-pub fn load_request(
-    cfg: &WardConfig,
-    plan: &Plan,
-    model_dir: String,
-    ort_env: Option<String>,
-) -> LoadRequest {
+/// directory as the worker sees it. The library is the config's (which holds
+/// `ORT_DYLIB_PATH` too once ward has started: see
+/// [`crate::sandbox::jail::resolve_runtime_paths`]).
+pub fn load_request(cfg: &WardConfig, plan: &Plan, model_dir: String) -> LoadRequest {
     LoadRequest {
         model_dir,
         device: Device::Cpu,
@@ -168,8 +164,7 @@ pub fn load_request(
             .worker
             .onnxruntime_library
             .as_ref()
-            .map(|p| p.to_string_lossy().into_owned())
-            .or(ort_env),
+            .map(|p| p.to_string_lossy().into_owned()),
         python: Some(cfg.worker.python.to_string_lossy().into_owned()),
         warmup: true,
         phase_limits: plan.phase_limits,
@@ -284,15 +279,15 @@ mod tests {
     }
 
     #[test]
-    fn the_load_request_prefers_the_configured_library() {
+    fn the_load_request_names_the_configured_library_and_the_plans_threads() {
         let mut cfg = WardConfig::default();
         let c = contract(Some(2.0), None);
         let p = plan(&input(&cfg, &c, None));
-        let load = load_request(&cfg, &p, "/m".into(), Some("/env/ort.so".into()));
-        assert_eq!(load.onnxruntime_library.as_deref(), Some("/env/ort.so"));
+        let load = load_request(&cfg, &p, "/m".into());
+        assert_eq!(load.onnxruntime_library, None);
         assert_eq!((load.intra_op_threads, load.device), (2, Device::Cpu));
         cfg.worker.onnxruntime_library = Some("/cfg/ort.so".into());
-        let load = load_request(&cfg, &p, "/m".into(), Some("/env/ort.so".into()));
+        let load = load_request(&cfg, &p, "/m".into());
         assert_eq!(load.onnxruntime_library.as_deref(), Some("/cfg/ort.so"));
         assert_eq!(load.model_dir, "/m");
     }
@@ -309,7 +304,7 @@ mod tests {
             postprocess_ms: 700,
         };
         assert_eq!(p.phase_limits, want);
-        let load = load_request(&cfg, &p, "/m".into(), None);
+        let load = load_request(&cfg, &p, "/m".into());
         assert_eq!(load.phase_limits, want);
     }
 }

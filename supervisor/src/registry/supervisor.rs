@@ -156,14 +156,10 @@ impl Supervisor {
         crate::sandbox::jail::RuntimePaths,
     ) {
         let isolation = crate::sandbox::probe::probe();
-        let ort = cfg
-            .worker
-            .onnxruntime_library
-            .clone()
-            .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from));
+        // `resolve_runtime_paths` has put ORT_DYLIB_PATH in the config.
         let mut runtime = crate::sandbox::jail::RuntimePaths::discover(
             worker_binary,
-            ort.as_deref(),
+            cfg.worker.onnxruntime_library.as_deref(),
             &cfg.worker.python,
         );
         runtime.without_namespaces = !isolation.jail_namespaces();

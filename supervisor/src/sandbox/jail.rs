@@ -96,19 +96,21 @@ impl RuntimePaths {
 /// last component stays as written for Python (a virtualenv's `python` is a
 /// link to the system interpreter, and the venv is found from the path it is
 /// run by). A path that cannot be resolved is kept, with a warning naming it.
+/// This is also the one place `ORT_DYLIB_PATH` is read: a library named only
+/// there is recorded in the config, which everything after start-up uses.
 pub fn resolve_runtime_paths(cfg: &mut WardConfig) {
     let ort = cfg
         .worker
         .onnxruntime_library
         .clone()
-        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from));
+        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
+        .filter(|p| !p.as_os_str().is_empty());
     if let Some(ort) = ort {
-        match std::fs::canonicalize(&ort) {
-            Ok(real) => cfg.worker.onnxruntime_library = Some(real),
-            Err(e) => {
-                tracing::warn!(path = %ort.display(), error = %e, "cannot resolve the ONNX Runtime library")
-            }
-        }
+        let resolved = std::fs::canonicalize(&ort).unwrap_or_else(|e| {
+            tracing::warn!(path = %ort.display(), error = %e, "cannot resolve the ONNX Runtime library");
+            ort
+        });
+        cfg.worker.onnxruntime_library = Some(resolved);
     }
     let python = &cfg.worker.python;
     match which(python).map(|p| resolve_dirs(&p)) {

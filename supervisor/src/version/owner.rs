@@ -333,12 +333,7 @@ impl Owner {
             }
             None => self.path.to_string_lossy().into_owned(),
         };
-        let req = load_request(
-            &self.cfg,
-            &plan,
-            model_dir,
-            std::env::var("ORT_DYLIB_PATH").ok(),
-        );
+        let req = load_request(&self.cfg, &plan, model_dir);
         let remaining = load_timeout.saturating_sub(started_at.elapsed());
         let result = tokio::time::timeout(remaining, async {
             conn.send(&ToWorker::Load(req)).await?;
