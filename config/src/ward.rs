@@ -70,6 +70,10 @@ impl Default for WardConfig {
 pub struct ServerConfig {
     /// Loopback by default: exposing ward is an explicit decision.
     pub bind: SocketAddr,
+    /// The gRPC services (KServe v2 `GRPCInferenceService`, `grpc.health.v1`,
+    /// the spec's `AIRuntime`) on a port of their own; off when empty.
+    #[serde(with = "optional_addr")]
+    pub grpc_bind: Option<SocketAddr>,
     /// Largest accepted HTTP request body.
     pub body_limit_bytes: u64,
     /// Request-body bytes all requests together may hold at once; a body
@@ -87,6 +91,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            grpc_bind: Some(SocketAddr::from(([127, 0, 0, 1], 8081))),
             body_limit_bytes: 32 << 20,
             // Eight largest bodies at once; decoded tensors take about as
             // much again, so a flood costs ward ~512 MiB at most.
@@ -464,6 +469,32 @@ fn mode(v: &str) -> Result<Mode, String> {
     }
 }
 
+/// An address that may be switched off: empty (or `null` in YAML) is off.
+mod optional_addr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn parse(v: &str) -> Result<Option<SocketAddr>, String> {
+        let v = v.trim();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        v.parse()
+            .map(Some)
+            .map_err(|e| format!("{e} (empty turns it off)"))
+    }
+
+    pub fn serialize<S: Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&a.map(|a| a.to_string()).unwrap_or_default())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        parse(text.as_deref().unwrap_or("")).map_err(serde::de::Error::custom)
+    }
+}
+
 fn non_empty(v: &str) -> Option<String> {
     let v = v.trim();
     (!v.is_empty()).then(|| v.to_owned())
@@ -485,6 +516,10 @@ pub const ENV_OVERRIDES: &[(&str, Setter)] = &[
     }),
     ("WARD_BIND", |c, v| {
         let _: () = c.server.bind = num(v)?;
+        Ok(())
+    }),
+    ("WARD_GRPC_BIND", |c, v| {
+        let _: () = c.server.grpc_bind = optional_addr::parse(v)?;
         Ok(())
     }),
     ("WARD_BODY_LIMIT_BYTES", |c, v| {
@@ -725,6 +760,9 @@ pub struct Flags {
     pub model_root: Option<PathBuf>,
     /// `--bind` (`WARD_BIND`, `server.bind`).
     pub bind: Option<SocketAddr>,
+    /// `--grpc-bind` (`WARD_GRPC_BIND`, `server.grpc_bind`): `Some(None)`
+    /// turns gRPC off.
+    pub grpc_bind: Option<Option<SocketAddr>>,
     /// `--log-dir` (`WARD_LOG_DIR`, `log_dir`).
     pub log_dir: Option<PathBuf>,
 }
@@ -736,6 +774,9 @@ impl Flags {
         }
         if let Some(bind) = self.bind {
             cfg.server.bind = bind;
+        }
+        if let Some(grpc) = self.grpc_bind {
+            cfg.server.grpc_bind = grpc;
         }
         if let Some(dir) = &self.log_dir {
             cfg.log_dir.clone_from(dir);
@@ -1180,6 +1221,7 @@ mod tests {
         let flags = Flags {
             model_root: Some("from-flag".into()),
             bind: Some(SocketAddr::from(([127, 0, 0, 1], 3))),
+            grpc_bind: None,
             log_dir: None,
         };
         let c = WardConfig::resolve(Some(&file), vars, &flags)
@@ -1193,6 +1235,46 @@ mod tests {
             ),
             (Some("from-flag"), Some("from-file"), 3)
         );
+    }
+
+    #[test]
+    fn grpc_is_on_by_default_and_off_when_empty() {
+        let default = WardConfig::default().server.grpc_bind;
+        assert_eq!(default, Some(SocketAddr::from(([127, 0, 0, 1], 8081))));
+        let from = |yaml: &str, vars: &[(&str, &str)], flags: &Flags| {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("ward.yaml");
+            std::fs::write(&file, yaml).unwrap();
+            WardConfig::resolve(Some(&file), env(vars), flags).map(|r| r.config.server.grpc_bind)
+        };
+        let none = Flags::default();
+        assert_eq!(
+            from("server:\n  grpc_bind: \"\"\n", &[], &none).unwrap(),
+            None
+        );
+        assert_eq!(
+            from("server:\n  grpc_bind: null\n", &[], &none).unwrap(),
+            None
+        );
+        assert_eq!(
+            from("server:\n  grpc_bind: 0.0.0.0:9\n", &[], &none).unwrap(),
+            Some(SocketAddr::from(([0, 0, 0, 0], 9)))
+        );
+        assert_eq!(from("", &[("WARD_GRPC_BIND", "")], &none).unwrap(), None);
+        let off = Flags {
+            grpc_bind: Some(None),
+            ..Flags::default()
+        };
+        assert_eq!(
+            from("", &[("WARD_GRPC_BIND", "127.0.0.1:7")], &off).unwrap(),
+            None
+        );
+        let e = from("server:\n  grpc_bind: nowhere\n", &[], &none).unwrap_err();
+        assert!(
+            e.to_string().contains("grpc_bind") || e.to_string().contains("empty turns it off"),
+            "{e}"
+        );
+        assert!(from("", &[("WARD_GRPC_BIND", "nowhere")], &none).is_err());
     }
 
     #[test]

@@ -78,6 +78,9 @@ struct ServeArgs {
     /// Address to listen on, e.g. 0.0.0.0:8080; port 0 picks a free one [env: WARD_BIND]
     #[arg(long, value_name = "ADDR")]
     bind: Option<SocketAddr>,
+    /// Address for the gRPC services, e.g. 0.0.0.0:8081; empty turns gRPC off [env: WARD_GRPC_BIND]
+    #[arg(long, value_name = "ADDR", value_parser = grpc_bind)]
+    grpc_bind: Option<GrpcBind>,
     /// Where worker logs go: <DIR>/<model_id>/<version>.log [env: WARD_LOG_DIR]
     #[arg(long, value_name = "DIR")]
     log_dir: Option<PathBuf>,
@@ -90,6 +93,20 @@ struct ServeArgs {
         default_value_t = crate::serve::LogFormat::Text
     )]
     log_format: crate::serve::LogFormat,
+}
+
+/// `--grpc-bind ADDR`, or `--grpc-bind ''` for no gRPC.
+#[derive(Debug, Clone, Copy)]
+struct GrpcBind(Option<SocketAddr>);
+
+fn grpc_bind(v: &str) -> Result<GrpcBind, String> {
+    if v.trim().is_empty() {
+        return Ok(GrpcBind(None));
+    }
+    v.trim()
+        .parse()
+        .map(|a| GrpcBind(Some(a)))
+        .map_err(|e| format!("{e}"))
 }
 
 #[derive(Debug, Args)]
@@ -188,6 +205,7 @@ where
             let flags = Flags {
                 model_root: args.model_root,
                 bind: args.bind,
+                grpc_bind: args.grpc_bind.map(|g| g.0),
                 log_dir: args.log_dir,
             };
             crate::serve::main(args.config.as_deref(), &flags, args.log_format)

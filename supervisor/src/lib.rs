@@ -6,7 +6,10 @@
 //! - [`cli`] and [`serve`]: the command line, and the server's start-up and
 //!   shutdown (listener, signals, tasks).
 //! - [`api`]: the HTTP face — routes, handlers, the error type, tensor JSON,
-//!   the OpenAPI document.
+//!   the OpenAPI document — and the inference path every protocol shares.
+//! - [`grpc`]: the gRPC face, on its own port — the Open Inference
+//!   Protocol's service, the standard health service and the spec's
+//!   AIRuntime — over the API's state and inference path.
 //! - [`telemetry`]: what ward tells the outside — Prometheus metrics, the
 //!   capability declaration and the reporter that posts it.
 //! - [`registry`]: what exists — discovery on disk, admission (which
@@ -29,6 +32,7 @@ pub mod cli;
 pub mod errors;
 #[cfg(test)]
 mod fixtures;
+pub mod grpc;
 pub mod host;
 pub mod http_client;
 pub mod launch;

@@ -168,6 +168,32 @@ fn run(config_path: Option<&Path>, flags: &Flags) -> anyhow::Result<()> {
     runtime.block_on(serve(cfg, binary))
 }
 
+/// Serves `router` on `listener` (HTTP/1.1 and HTTP/2) until the
+/// supervisor stops.
+fn serve_on(
+    sup: &Supervisor,
+    what: &'static str,
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+) {
+    let stop = sup.cancelled();
+    // No Nagle delay: an HTTP/2 answer is several small frames (headers,
+    // data, trailers) that must not wait for the client's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    sup.spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the {what} server failed");
+        }
+    });
+}
+
 /// Serves until SIGTERM or SIGINT: the listener, the signals and the
 /// supervisor's tasks (the HTTP server, the capability reporter); the
 /// registry's start-up and shutdown are [`Supervisor`]'s.
@@ -180,6 +206,14 @@ async fn serve(cfg: WardConfig, binary: PathBuf) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind {bind}"))?;
     let addr = listener.local_addr()?;
+    let grpc_listener = match cfg.server.grpc_bind {
+        Some(grpc) => Some(
+            tokio::net::TcpListener::bind(grpc)
+                .await
+                .with_context(|| format!("cannot bind {grpc} (server.grpc_bind)"))?,
+        ),
+        None => None,
+    };
     // The CA and token files are read now: a missing one stops start-up.
     let registration = crate::telemetry::reporter::Registration::from_config(&cfg.registration)
         .context("capability registration")?;
@@ -188,7 +222,11 @@ async fn serve(cfg: WardConfig, binary: PathBuf) -> anyhow::Result<()> {
         .context("start-up (probes and the first scan of the model root)")?;
     // Orphans re-parented to this subreaper are waited for as they die.
     sup.spawn(crate::launch::reaper::run(sup.cancelled()));
-    // Tests and scripts read this line to learn the port (bind may say :0).
+    // Tests and scripts read these lines to learn the ports (bind may say
+    // :0); the HTTP line comes last, when both are known.
+    if let Some(l) = &grpc_listener {
+        println!("ward: gRPC on {}", l.local_addr()?);
+    }
     println!("ward: listening on http://{addr}");
     // Probing may start the CUDA driver, which blocks: off the async threads.
     let hardware = tokio::task::spawn_blocking(crate::host::hardware::probe)
@@ -214,21 +252,21 @@ async fn serve(cfg: WardConfig, binary: PathBuf) -> anyhow::Result<()> {
             stop_reporter.clone(),
         ));
     }
-    {
-        let stop = sup.cancelled();
-        let app = crate::api::router(Arc::new(crate::api::App {
-            sup: sup.clone(),
-            metrics,
-            hardware,
-        }));
-        sup.spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the HTTP server failed");
-            }
-        });
+    let app = Arc::new(crate::api::App {
+        sup: sup.clone(),
+        metrics,
+        hardware,
+    });
+    // One budget of request bytes in flight, one failure log, for both faces.
+    let intake = Arc::new(crate::api::state::Intake::new(&sup.cfg));
+    serve_on(
+        &sup,
+        "HTTP",
+        listener,
+        crate::api::router(app.clone(), intake.clone()),
+    );
+    if let Some(l) = grpc_listener {
+        serve_on(&sup, "gRPC", l, crate::grpc::router(app, intake));
     }
     loop {
         tokio::select! {

@@ -306,6 +306,7 @@ def start_ward(ward, versions, deadline):
         WARD_RUN_DIR=os.path.join(work, "run"),
         WARD_LOG_DIR=os.path.join(work, "logs"),
         WARD_BIND="127.0.0.1:0",
+        WARD_GRPC_BIND="",
         WARD_DOCKER_ENABLED="false",
         WARD_WORKER_BINARY=exe["ward-worker"],
         WARD_PYTHON=C["plugin_python"],

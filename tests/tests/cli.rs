@@ -39,6 +39,7 @@ fn serve_takes_flags_and_warns_about_unknown_variables() {
         // Losers to the flags: an empty root, and a port nothing else uses.
         .env("WARD_MODEL_ROOT", dir.path().join("not-the-root"))
         .env("WARD_BIND", "127.0.0.1:1")
+        .env("WARD_GRPC_BIND", "127.0.0.1:0")
         .env("WARD_RUN_DIR", dir.path().join("run"))
         .env("WARD_WORKER_BINARY", env!("CARGO_BIN_EXE_it-ward-worker"))
         .env("WARD_ONNXRUNTIME_LIBRARY", onnxruntime())

@@ -123,6 +123,7 @@ fn the_server_image_serves_the_bundled_models_alone_and_drains_on_sigterm() {
     let config = &image[0]["Config"];
     assert_eq!(config["User"], "65532:65532", "{config}");
     assert!(config["ExposedPorts"]["8080/tcp"].is_object(), "{config}");
+    assert!(config["ExposedPorts"]["8081/tcp"].is_object(), "{config}");
     assert_eq!(
         config["Entrypoint"],
         serde_json::json!(["/usr/local/bin/ward"])

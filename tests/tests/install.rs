@@ -88,11 +88,17 @@ fn installed_ward_serves_the_bundled_models_with_nothing_exported() {
     std::fs::create_dir_all(&cwd).unwrap();
     let path = format!("{}:/usr/bin:/bin", prefix.join("bin").display());
     let mut cmd = Command::new("ward");
-    cmd.args(["serve", "--bind", "127.0.0.1:0"])
-        .current_dir(&cwd)
-        .env_clear()
-        .env("PATH", &path)
-        .env("WARD_CONFIG", &config);
+    cmd.args([
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--grpc-bind",
+        "127.0.0.1:0",
+    ])
+    .current_dir(&cwd)
+    .env_clear()
+    .env("PATH", &path)
+    .env("WARD_CONFIG", &config);
     let ward = Ward::spawn(cmd, dir);
     for (model, version) in [("digits", "1.1.0"), ("brightness", "1.0.0")] {
         let s = ward.wait_for(model, version, Duration::from_secs(90), |s| {

@@ -67,7 +67,15 @@ fn text_logs_carry_no_escape_codes_when_stderr_is_a_file() {
 fn with_json_logs_even_the_fatal_error_is_a_json_line() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_it-ward"))
-        .args(["serve", "--log-format", "json", "--bind", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--log-format",
+            "json",
+            "--bind",
+            "127.0.0.1:0",
+            "--grpc-bind",
+            "127.0.0.1:0",
+        ])
         .current_dir(dir.path())
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())

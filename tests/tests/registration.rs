@@ -257,6 +257,7 @@ fn a_missing_ca_file_stops_start_up_with_its_name() {
         .current_dir(dir.path())
         .env_clear()
         .env("WARD_BIND", "127.0.0.1:0")
+        .env("WARD_GRPC_BIND", "")
         .env("WARD_MODEL_ROOT", dir.path())
         .env("WARD_RUN_DIR", dir.path().join("run"))
         .env("WARD_WORKER_BINARY", env!("CARGO_BIN_EXE_it-ward-worker"))

@@ -13,6 +13,8 @@ use crate::support::{onnxruntime, python, repo};
 pub struct Ward {
     pub child: Child,
     pub url: String,
+    /// `host:port` of the gRPC services, when they are on.
+    pub grpc: Option<String>,
     pub dir: tempfile::TempDir,
     agent: ureq::Agent,
 }
@@ -94,6 +96,7 @@ impl Ward {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("WARD_BIND", "127.0.0.1:0")
+            .env("WARD_GRPC_BIND", "127.0.0.1:0")
             // Not the machine's /etc/ward/ward.yaml (`./setup.sh install`'s).
             .env("WARD_CONFIG", "/dev/null")
             .env("WARD_MODEL_ROOT", &models)
@@ -126,7 +129,7 @@ impl Ward {
 
     /// Runs `cmd` (a `ward serve` command line) as this test's supervisor:
     /// stderr to `<dir>/ward.stderr`, dying with the test process, and
-    /// waits (bounded) for the line that says where it listens.
+    /// waits (bounded) for the lines that say where it listens.
     pub fn spawn(mut cmd: Command, dir: tempfile::TempDir) -> Ward {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -144,14 +147,18 @@ impl Ward {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            // The gRPC line (when gRPC is on) comes first, then the HTTP one.
+            let mut grpc = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("ward: listening on ") {
-                    let _ = tx.send(url.to_owned());
+                if let Some(g) = line.strip_prefix("ward: gRPC on ") {
+                    grpc = Some(g.to_owned());
+                } else if let Some(url) = line.strip_prefix("ward: listening on ") {
+                    let _ = tx.send((url.to_owned(), grpc.take()));
                 }
             }
         });
-        let url = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(url) => url,
+        let (url, grpc) = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(found) => found,
             Err(_) => {
                 let _ = child.kill();
                 let err =
@@ -167,6 +174,7 @@ impl Ward {
         Ward {
             child,
             url,
+            grpc,
             dir,
             agent,
         }

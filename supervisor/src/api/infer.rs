@@ -3,6 +3,11 @@
 //! Every request that reaches a model version is counted in the metrics once,
 //! in [`observe`], with one set of labels; there too a failure is logged
 //! (rate-limited) and an OVERLOADED answer gets its `Retry-After`.
+//!
+//! The gRPC services (`crate::grpc`) take the same path: they look the
+//! version up with the supervisor, run it through [`run_tensors`] or
+//! [`run_frame`], and hand the outcome to [`observe`]; only decoding and
+//! encoding differ.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -152,16 +157,16 @@ async fn infer(
 }
 
 /// What a request said about itself, for its log line.
-struct About<'a> {
+pub(crate) struct About<'a> {
     /// The Open Inference Protocol body's `id`, once the body is decoded.
-    client_id: Option<&'a str>,
-    frame_id: Option<&'a str>,
-    camera_id: Option<&'a str>,
+    pub client_id: Option<&'a str>,
+    pub frame_id: Option<&'a str>,
+    pub camera_id: Option<&'a str>,
 }
 
 /// Where a request that a model answered spent its time.
 #[derive(Debug, Clone, Copy)]
-struct Spent {
+pub(crate) struct Spent {
     queue: Duration,
     inference: Duration,
 }
@@ -181,7 +186,7 @@ impl Spent {
 /// (rate-limited per version) and names its request id in its answer; an
 /// OVERLOADED one is told when to retry from the version's queue depth and
 /// recent latency.
-fn observe<T>(
+pub(crate) fn observe<T>(
     app: &App,
     intake: &Intake,
     handle: &VersionHandle,
@@ -227,6 +232,48 @@ fn observe<T>(
     Err(e)
 }
 
+/// What a client said about how long it will wait; the shortest applies,
+/// and the model's own deadline (the sum of its phase limits) caps them all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// `parameters.timeout_ms`.
+    pub timeout_ms: Option<u64>,
+    /// Triton's `parameters.timeout`, in microseconds.
+    pub timeout_us: Option<u64>,
+    /// What is left of the call's gRPC deadline (`grpc-timeout`).
+    pub deadline: Option<Duration>,
+}
+
+impl Limits {
+    pub fn timeout(&self) -> Option<Duration> {
+        [
+            self.timeout_ms.map(Duration::from_millis),
+            self.timeout_us.map(Duration::from_micros),
+            self.deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+/// Runs tensors through a version: the one way every protocol infers on
+/// tensors.
+pub(crate) async fn run_tensors(
+    app: &App,
+    handle: &VersionHandle,
+    tensors: Vec<Tensor>,
+    wanted: Vec<String>,
+    timeout: Option<Duration>,
+) -> Result<(InferResult, Spent), ApiError> {
+    let result = app
+        .sup
+        .infer(handle, InferInput::Tensors(tensors), wanted, timeout)
+        .await?;
+    let spent = Spent::of(&result);
+    Ok((result, spent))
+}
+
 /// Decodes, runs and encodes one request; `client_id` is the body's `id`
 /// once it is decoded.
 async fn respond(
@@ -239,7 +286,7 @@ async fn respond(
 ) -> Result<(Response, Spent), ApiError> {
     let (req, tensors) = decode_request(headers, body)?;
     client_id.clone_from(&req.id);
-    let timeout = req
+    let timeout_ms = req
         .parameters
         .as_ref()
         .and_then(|p| p.get("timeout_ms"))
@@ -248,14 +295,14 @@ async fn respond(
                 ApiError::bad_request("parameters.timeout_ms must be a whole number")
             })
         })
-        .transpose()?
-        .map(Duration::from_millis);
+        .transpose()?;
     let wanted: Vec<String> = req.outputs.iter().map(|o| o.name.clone()).collect();
-    let result = app
-        .sup
-        .infer(handle, InferInput::Tensors(tensors), wanted, timeout)
-        .await?;
-    let spent = Spent::of(&result);
+    let timeout = Limits {
+        timeout_ms,
+        ..Limits::default()
+    }
+    .timeout();
+    let (result, spent) = run_tensors(app, handle, tensors, wanted, timeout).await?;
     let all_binary = param_bool(&req.parameters, "binary_data_output");
     let binary_for = |t: &Tensor| {
         all_binary
@@ -320,7 +367,7 @@ pub async fn frame_infer(
 ) -> Result<Json<Value>, ApiError> {
     let started = Instant::now();
     let handle = app.sup.version(&name, Some(&version))?;
-    let outcome = run_frame(&app, &handle, &q, &headers, body).await;
+    let outcome = frame_route(&app, &handle, &q, &headers, body).await;
     let about = About {
         client_id: None,
         frame_id: q.frame_id.as_deref(),
@@ -329,8 +376,8 @@ pub async fn frame_infer(
     observe(&app, &intake, &handle, started, &about, outcome)
 }
 
-/// Checks, runs and answers one frame.
-async fn run_frame(
+/// Checks, runs and answers one frame (HTTP).
+async fn frame_route(
     app: &App,
     handle: &VersionHandle,
     q: &FrameQuery,
@@ -353,6 +400,40 @@ async fn run_frame(
             ));
         }
     };
+    let frame = Frame {
+        format,
+        data: body.to_vec(),
+        frame_id: q.frame_id.clone(),
+        camera_id: q.camera_id.clone(),
+    };
+    let (answer, spent) = run_frame(app, handle, frame, None).await?;
+    let answer = Json(json!({
+        "model_id": key.model,
+        "version": key.version,
+        "frame_id": q.frame_id,
+        "camera_id": q.camera_id,
+        "result": answer.structured,
+        "inference_ms": answer.inference_ms,
+    }));
+    Ok((answer, spent))
+}
+
+/// A frame model's answer: its schema output.
+pub(crate) struct FrameAnswer {
+    pub structured: Value,
+    /// From arrival to the worker's answer.
+    pub inference_ms: f64,
+}
+
+/// Runs one frame through a version that takes frames: the one way every
+/// protocol infers on a frame (spec 003 §5.2).
+pub(crate) async fn run_frame(
+    app: &App,
+    handle: &VersionHandle,
+    frame: Frame,
+    timeout: Option<Duration>,
+) -> Result<(FrameAnswer, Spent), ApiError> {
+    let key = &handle.key;
     if handle
         .contract
         .as_ref()
@@ -363,15 +444,9 @@ async fn run_frame(
             key.model, key.version
         )));
     }
-    let frame = Frame {
-        format,
-        data: body.to_vec(),
-        frame_id: q.frame_id.clone(),
-        camera_id: q.camera_id.clone(),
-    };
     let result = app
         .sup
-        .infer(handle, InferInput::Frame(frame), Vec::new(), None)
+        .infer(handle, InferInput::Frame(frame), Vec::new(), timeout)
         .await?;
     let spent = Spent::of(&result);
     let Some(structured) = result.structured else {
@@ -381,14 +456,10 @@ async fn run_frame(
             "the model produced no schema output for this frame",
         ));
     };
-    let answer = Json(json!({
-        "model_id": key.model,
-        "version": key.version,
-        "frame_id": q.frame_id,
-        "camera_id": q.camera_id,
-        "result": structured,
-        "inference_ms": result.total_us as f64 / 1e3,
-    }));
+    let answer = FrameAnswer {
+        structured,
+        inference_ms: result.total_us as f64 / 1e3,
+    };
     Ok((answer, spent))
 }
 

@@ -1,6 +1,8 @@
 //! The Open Inference Protocol's health and metadata routes: server
 //! metadata, liveness, readiness (server, model, version) and the model
-//! metadata with its tensor signature.
+//! metadata with its tensor signature. The answers are computed here once
+//! ([`server_ready`], [`model_ready`], [`signature`]); the REST handlers
+//! and the gRPC services only encode them.
 
 use std::sync::Arc;
 
@@ -16,11 +18,14 @@ use crate::registry::supervisor::Supervisor;
 use crate::version::handle::VersionHandle;
 use crate::version::health::Health;
 
+/// The Open Inference Protocol extensions ward serves.
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration"];
+
 pub async fn server_metadata() -> Json<Value> {
     Json(json!({
         "name": "ward",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["binary_tensor_data"],
+        "extensions": EXTENSIONS,
     }))
 }
 
@@ -28,10 +33,15 @@ pub async fn live() -> Json<Value> {
     Json(json!({ "live": true }))
 }
 
-/// Ready when the runtime is not UNHEALTHY (at least one model serving).
+/// Ready when the runtime is not UNHEALTHY (at least one model serving)
+/// and not shutting down.
+pub fn server_ready(sup: &Supervisor) -> (bool, Health) {
+    let health = sup.runtime_health();
+    (health != Health::Unhealthy && !sup.is_draining(), health)
+}
+
 pub async fn ready(State(app): State<Shared>) -> (StatusCode, Json<Value>) {
-    let health = app.sup.runtime_health();
-    let ready = health != Health::Unhealthy;
+    let (ready, health) = server_ready(&app.sup);
     let status = if ready {
         StatusCode::OK
     } else {
@@ -41,7 +51,7 @@ pub async fn ready(State(app): State<Shared>) -> (StatusCode, Json<Value>) {
 }
 
 /// All versions of a model, highest first.
-fn versions_of(sup: &Supervisor, name: &str) -> Vec<Arc<VersionHandle>> {
+pub fn versions_of(sup: &Supervisor, name: &str) -> Vec<Arc<VersionHandle>> {
     let mut v: Vec<_> = sup
         .versions()
         .into_iter()
@@ -51,19 +61,32 @@ fn versions_of(sup: &Supervisor, name: &str) -> Vec<Arc<VersionHandle>> {
     v
 }
 
-/// A model without a version is ready when any of its versions is; inference
-/// still needs a version (spec 003 §3.6).
-pub async fn model_ready(
+/// Whether a version, or without one any version of the model, is serving:
+/// a model is ready when any of its versions is, though inference still
+/// needs a version (spec 003 §3.6).
+pub fn model_ready(
+    sup: &Supervisor,
+    name: &str,
+    version: Option<&str>,
+) -> Result<bool, InferFailure> {
+    if let Some(version) = version {
+        return Ok(sup.version(name, Some(version))?.state().is_serving());
+    }
+    let versions = versions_of(sup, name);
+    if versions.is_empty() {
+        return Err(InferFailure::new(
+            ErrorCode::ModelNotFound,
+            format!("no model {name:?}"),
+        ));
+    }
+    Ok(versions.iter().any(|h| h.state().is_serving()))
+}
+
+pub async fn model_ready_route(
     State(app): State<Shared>,
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let versions = versions_of(&app.sup, &name);
-    if versions.is_empty() {
-        return Err(
-            InferFailure::new(ErrorCode::ModelNotFound, format!("no model {name:?}")).into(),
-        );
-    }
-    let ready = versions.iter().any(|h| h.state().is_serving());
+    let ready = model_ready(&app.sup, &name, None)?;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -76,8 +99,7 @@ pub async fn version_ready(
     State(app): State<Shared>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let handle = app.sup.version(&name, Some(&version))?;
-    let ready = handle.state().is_serving();
+    let ready = model_ready(&app.sup, &name, Some(&version))?;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -89,49 +111,140 @@ pub async fn version_ready(
     ))
 }
 
-fn metadata(name: &str, handle: &VersionHandle, versions: Vec<String>) -> Value {
-    let tensors = |list: &[ward_config::TensorSpec]| -> Vec<Value> {
-        list.iter()
-            .map(|t| json!({ "name": t.name, "datatype": t.datatype.as_str(), "shape": t.shape }))
-            .collect()
-    };
-    let (platform, inputs, outputs) = match &handle.contract {
-        Some(c) => (
-            match c.backend {
-                ward_config::Backend::Onnx => "onnxruntime_onnx",
-                ward_config::Backend::Python => "python",
-            },
-            tensors(&c.input.tensors),
-            tensors(&c.output.tensors),
-        ),
-        None => ("unknown", Vec::new(), Vec::new()),
-    };
-    json!({ "name": name, "versions": versions, "platform": platform, "inputs": inputs, "outputs": outputs })
+/// A model's metadata: its versions, platform and tensor signature.
+pub struct Signature {
+    pub versions: Vec<String>,
+    /// The Open Inference Protocol's platform: `onnxruntime_onnx`, `python`.
+    pub platform: &'static str,
+    /// Triton's backend name: `onnxruntime`, `python`.
+    pub backend: &'static str,
+    pub inputs: Vec<ward_config::TensorSpec>,
+    pub outputs: Vec<ward_config::TensorSpec>,
 }
 
-/// Without a version: the highest version's signature and every version.
-pub async fn model_metadata(
-    State(app): State<Shared>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let versions = versions_of(&app.sup, &name);
+fn signature_of(handle: &VersionHandle, versions: Vec<String>) -> Signature {
+    let ((platform, backend), inputs, outputs) = match &handle.contract {
+        Some(c) => (
+            match c.backend {
+                ward_config::Backend::Onnx => ("onnxruntime_onnx", "onnxruntime"),
+                ward_config::Backend::Python => ("python", "python"),
+            },
+            c.input.tensors.clone(),
+            c.output.tensors.clone(),
+        ),
+        None => (("unknown", "unknown"), Vec::new(), Vec::new()),
+    };
+    Signature {
+        versions,
+        platform,
+        backend,
+        inputs,
+        outputs,
+    }
+}
+
+/// A version's signature; without a version, the highest version's
+/// signature and every version's name.
+pub fn signature(
+    sup: &Supervisor,
+    name: &str,
+    version: Option<&str>,
+) -> Result<Signature, InferFailure> {
+    if let Some(version) = version {
+        let handle = sup.version(name, Some(version))?;
+        return Ok(signature_of(&handle, vec![version.to_owned()]));
+    }
+    let versions = versions_of(sup, name);
     let Some(top) = versions
         .iter()
         .find(|h| h.contract.is_some())
         .or(versions.first())
     else {
-        return Err(
-            InferFailure::new(ErrorCode::ModelNotFound, format!("no model {name:?}")).into(),
-        );
+        return Err(InferFailure::new(
+            ErrorCode::ModelNotFound,
+            format!("no model {name:?}"),
+        ));
     };
     let names = versions.iter().map(|h| h.key.version.clone()).collect();
-    Ok(Json(metadata(&name, top, names)))
+    Ok(signature_of(top, names))
+}
+
+fn metadata_json(name: &str, s: &Signature) -> Value {
+    let tensors = |list: &[ward_config::TensorSpec]| -> Vec<Value> {
+        list.iter()
+            .map(|t| json!({ "name": t.name, "datatype": t.datatype.as_str(), "shape": t.shape }))
+            .collect()
+    };
+    json!({
+        "name": name, "versions": s.versions, "platform": s.platform,
+        "inputs": tensors(&s.inputs), "outputs": tensors(&s.outputs),
+    })
+}
+
+/// Triton's name for a datatype in a model configuration.
+pub fn triton_type(d: ward_protocol::DataType) -> &'static str {
+    use ward_protocol::DataType as D;
+    match d {
+        D::Bool => "TYPE_BOOL",
+        D::Uint8 => "TYPE_UINT8",
+        D::Uint16 => "TYPE_UINT16",
+        D::Uint32 => "TYPE_UINT32",
+        D::Uint64 => "TYPE_UINT64",
+        D::Int8 => "TYPE_INT8",
+        D::Int16 => "TYPE_INT16",
+        D::Int32 => "TYPE_INT32",
+        D::Int64 => "TYPE_INT64",
+        D::Fp16 => "TYPE_FP16",
+        D::Fp32 => "TYPE_FP32",
+        D::Fp64 => "TYPE_FP64",
+        D::Bf16 => "TYPE_BF16",
+        D::Bytes => "TYPE_STRING",
+    }
+}
+
+/// Triton's model configuration, as far as model.yaml determines it: ward
+/// does not batch requests together, so `max_batch_size` is 0 and `dims`
+/// are the whole shape.
+fn config_json(name: &str, s: &Signature) -> Value {
+    let tensors = |list: &[ward_config::TensorSpec]| -> Vec<Value> {
+        list.iter()
+            .map(|t| json!({ "name": t.name, "data_type": triton_type(t.datatype), "dims": t.shape }))
+            .collect()
+    };
+    json!({
+        "name": name, "platform": s.platform, "backend": s.backend, "max_batch_size": 0,
+        "input": tensors(&s.inputs), "output": tensors(&s.outputs),
+    })
+}
+
+pub async fn model_config(
+    State(app): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let s = signature(&app.sup, &name, None)?;
+    Ok(Json(config_json(&name, &s)))
+}
+
+pub async fn version_config(
+    State(app): State<Shared>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let s = signature(&app.sup, &name, Some(&version))?;
+    Ok(Json(config_json(&name, &s)))
+}
+
+pub async fn model_metadata(
+    State(app): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let s = signature(&app.sup, &name, None)?;
+    Ok(Json(metadata_json(&name, &s)))
 }
 
 pub async fn version_metadata(
     State(app): State<Shared>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let handle = app.sup.version(&name, Some(&version))?;
-    Ok(Json(metadata(&name, &handle, vec![version])))
+    let s = signature(&app.sup, &name, Some(&version))?;
+    Ok(Json(metadata_json(&name, &s)))
 }

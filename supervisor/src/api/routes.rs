@@ -30,7 +30,9 @@ routes! {
     get "/v2/health/ready" => metadata::ready,
     get "/v2/models/{name}" => metadata::model_metadata,
     get "/v2/models/{name}/versions/{version}" => metadata::version_metadata,
-    get "/v2/models/{name}/ready" => metadata::model_ready,
+    get "/v2/models/{name}/config" => metadata::model_config,
+    get "/v2/models/{name}/versions/{version}/config" => metadata::version_config,
+    get "/v2/models/{name}/ready" => metadata::model_ready_route,
     get "/v2/models/{name}/versions/{version}/ready" => metadata::version_ready,
     post "/v2/models/{name}/infer" => infer::infer_unversioned,
     post "/v2/models/{name}/versions/{version}/infer" => infer::infer_versioned,
@@ -49,11 +51,10 @@ routes! {
 }
 
 /// The router over `app`: the table, JSON fallbacks for unknown routes and
-/// methods, the body limit, and a fresh [`Intake`] (body budget, failure
-/// log) for the traffic it serves.
-pub fn router(app: Shared) -> axum::Router {
+/// methods, the body limit, and the [`Intake`] (body budget, failure log)
+/// it shares with the gRPC services.
+pub fn router(app: Shared, intake: std::sync::Arc<Intake>) -> axum::Router {
     let body_limit = usize::try_from(app.sup.cfg.server.body_limit_bytes).unwrap_or(usize::MAX);
-    let intake = std::sync::Arc::new(Intake::new(&app.sup.cfg));
     table(axum::Router::new())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route")

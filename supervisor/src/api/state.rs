@@ -79,24 +79,32 @@ fn too_large() -> ApiError {
     )
 }
 
+impl Intake {
+    /// Holds `bytes` of a request (a gRPC message, already read) against the
+    /// body budget, or answers OVERLOADED as an HTTP body would be.
+    pub fn hold(&self, app: &App, bytes: u64) -> Result<Reservation, ApiError> {
+        self.bodies
+            .reserve(bytes)
+            .map_err(|_| over_budget(app, self))
+    }
+}
+
 /// OVERLOADED for the global body bound, counted, with a global estimate
 /// of when bytes will be free again.
-fn over_budget(s: &ApiState) -> ApiError {
-    s.app
-        .metrics
-        .observe_rejection(Rejection::BodyBytesInFlight);
+fn over_budget(app: &App, intake: &Intake) -> ApiError {
+    app.metrics.observe_rejection(Rejection::BodyBytesInFlight);
     let mut e = ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Overloaded,
         format!(
             "ward is holding {} of its {} bytes of request bodies in flight \
              (server.max_body_bytes_in_flight); try again later",
-            s.intake.bodies.in_use(),
-            s.intake.bodies.limit()
+            intake.bodies.in_use(),
+            intake.bodies.limit()
         ),
     );
     e.retry_after = Some(retry_after::for_body_bytes(
-        s.app.metrics.recent_latency_overall(),
+        app.metrics.recent_latency_overall(),
     ));
     e
 }
@@ -121,7 +129,7 @@ impl FromRequest<ApiState> for Body {
             .intake
             .bodies
             .reserve(declared.unwrap_or(0))
-            .map_err(|_| over_budget(s))?;
+            .map_err(|_| over_budget(&s.app, &s.intake))?;
         let mut body = req.into_body();
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut read: u64 = 0;
@@ -136,7 +144,8 @@ impl FromRequest<ApiState> for Body {
                 return Err(too_large());
             }
             if read > held.bytes() {
-                held.grow(read - held.bytes()).map_err(|_| over_budget(s))?;
+                held.grow(read - held.bytes())
+                    .map_err(|_| over_budget(&s.app, &s.intake))?;
             }
             chunks.push(data);
         }

@@ -16,10 +16,11 @@
 //!   host's prefix (no tests, no IDLE or Tk, no `site-packages`), and a
 //!   virtualenv at `/opt/ward/venv` holding only [`PYTHON_PACKAGES`] (numpy),
 //!   copied from the configured interpreter's `site-packages`;
-//! * `/etc/ward/ward.yaml` ([`config_yaml`]): bind `0.0.0.0:8080`, models
+//! * `/etc/ward/ward.yaml` ([`config_yaml`]): bind `0.0.0.0:8080` (HTTP) and
+//!   `0.0.0.0:8081` (gRPC), models
 //!   under `/models` (mounted read-only by the operator), run and log
 //!   directories under `/tmp`, the in-image runtime paths, no Docker;
-//! * `USER 65532`, `EXPOSE 8080`, a `HEALTHCHECK` that runs `ward health`
+//! * `USER 65532`, `EXPOSE 8080 8081`, a `HEALTHCHECK` that runs `ward health`
 //!   (the image has no shell and no curl), `ENTRYPOINT ward` with
 //!   `CMD serve --config /etc/ward/ward.yaml`.
 
@@ -33,6 +34,8 @@ use crate::launch::container::{Engine, EngineError, TarKind, tar_entry};
 pub const DEFAULT_TAG: &str = "ward-server:local";
 /// The port ward listens on inside the container.
 pub const PORT: u16 = 8080;
+/// The port of ward's gRPC services inside the container.
+pub const GRPC_PORT: u16 = 8081;
 /// The image's default user (and group): not root, no login.
 pub const UID: u32 = 65532;
 /// Label on the server image: what it is.
@@ -496,7 +499,7 @@ pub fn config_yaml(onnxruntime_file: &str) -> String {
          model_root: {MODEL_ROOT}\n\
          run_dir: /tmp/ward/run\n\
          log_dir: /tmp/ward/logs\n\
-         server:\n  bind: 0.0.0.0:{PORT}\n\
+         server:\n  bind: 0.0.0.0:{PORT}\n  grpc_bind: 0.0.0.0:{GRPC_PORT}\n\
          runtime:\n  docker_enabled: false\n\
          worker:\n  binary: {BIN_DIR}/ward-worker\n  python: {VENV}/bin/python\n  \
          onnxruntime_library: {ORT_DIR}/{onnxruntime_file}\n"
@@ -510,7 +513,7 @@ fn dockerfile() -> String {
          ENV PATH={BIN_DIR}:/usr/bin:/bin HOME=/tmp LANG=C.UTF-8\n\
          USER {UID}:{UID}\n\
          WORKDIR /tmp\n\
-         EXPOSE {PORT}\n\
+         EXPOSE {PORT} {GRPC_PORT}\n\
          HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
          CMD [\"{BIN_DIR}/ward\", \"health\", \"--url\", \"http://127.0.0.1:{PORT}\"]\n\
          ENTRYPOINT [\"{BIN_DIR}/ward\"]\n\

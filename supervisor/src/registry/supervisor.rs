@@ -597,6 +597,11 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Whether shutdown has begun: no new request is taken.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
     /// Stops intake, drains in-flight requests up to the configured bound,
     /// then stops every worker (TERM to its group, grace, KILL, reap).
     pub async fn shutdown(&self) {

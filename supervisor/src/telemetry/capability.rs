@@ -12,11 +12,12 @@ use serde_json::{Value, json};
 use crate::host::hardware::Hardware;
 use crate::registry::supervisor::Supervisor;
 use crate::time::{now_ms, rfc3339_ms};
+use crate::version::handle::VersionHandle;
 use crate::version::health::{self, Health};
 use crate::version::lifecycle::LifecycleState;
 
 /// The schema version of every model's structured output, as declared.
-const OUTPUT_SCHEMA_VERSION: &str = "1.0";
+pub const OUTPUT_SCHEMA_VERSION: &str = "1.0";
 
 /// Spec 003 Appendix B: at most this many concurrent streams are advertised.
 const MAX_STREAMS: u64 = 10;
@@ -76,28 +77,80 @@ pub fn declaration(sup: &Supervisor, hw: &Hardware) -> Value {
 pub fn rows(sup: &Supervisor) -> Vec<ModelRow> {
     sup.versions()
         .iter()
-        .filter_map(|handle| {
-            let (status, report) = handle.status();
-            if !is_listed(status.state) {
-                return None;
-            }
-            let contract = handle.contract.as_deref();
-            Some(ModelRow {
-                model_id: status.model_id,
-                version: status.version,
-                state: status.state,
-                health: report.health,
-                reason: status.reason,
-                since_ms: status.since_ms,
-                input_type: contract.map(|c| c.input.kind.as_str()),
-                avg_ms: report.avg_ms,
-                p99_ms: report.p99_ms,
-                recommended_fps: contract.and_then(|c| c.performance.recommended_fps),
-                recommended_batch_size: contract.map(|c| c.performance.recommended_batch_size),
-                in_flight: status.in_flight,
-            })
-        })
+        .map(|h| row(h))
+        .filter(|r| is_listed(r.state))
         .collect()
+}
+
+/// One version, as the declaration (and the AIRuntime's GetModelStatus)
+/// sees it.
+pub fn row(handle: &VersionHandle) -> ModelRow {
+    let (status, report) = handle.status();
+    let contract = handle.contract.as_deref();
+    ModelRow {
+        model_id: status.model_id,
+        version: status.version,
+        state: status.state,
+        health: report.health,
+        reason: status.reason,
+        since_ms: status.since_ms,
+        input_type: contract.map(|c| c.input.kind.as_str()),
+        avg_ms: report.avg_ms,
+        p99_ms: report.p99_ms,
+        recommended_fps: contract.and_then(|c| c.performance.recommended_fps),
+        recommended_batch_size: contract.map(|c| c.performance.recommended_batch_size),
+        in_flight: status.in_flight,
+    }
+}
+
+/// A version's health as reported: one that is not serving is UNHEALTHY
+/// whatever its window says (spec 003 §7.4: "OR in ERROR state").
+pub fn reported_health(r: &ModelRow) -> Health {
+    if r.state == LifecycleState::Ready {
+        r.health
+    } else {
+        Health::Unhealthy
+    }
+}
+
+/// The declaration's `health_summary` (spec 003 §7.2, §7.4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// The worst health among the listed versions (Appendix B).
+    pub status: Health,
+    pub total: usize,
+    pub healthy: usize,
+    pub degraded: usize,
+    pub unhealthy: usize,
+    /// "model@version: reason at time" of the latest failure.
+    pub last_error: Option<String>,
+}
+
+/// Summarises the listed rows.
+pub fn summarize(rows: &[ModelRow]) -> Summary {
+    let listed: Vec<&ModelRow> = rows.iter().filter(|r| is_listed(r.state)).collect();
+    let count = |h: Health| listed.iter().filter(|r| reported_health(r) == h).count();
+    let last_error = listed
+        .iter()
+        .filter(|r| matches!(r.state, LifecycleState::Error | LifecycleState::Failed))
+        .max_by_key(|r| r.since_ms)
+        .map(|r| {
+            format!(
+                "{}@{}: {} at {}",
+                r.model_id,
+                r.version,
+                r.reason.as_deref().unwrap_or(r.state.as_str()),
+                rfc3339_ms(r.since_ms)
+            )
+        });
+    Summary {
+        status: health::aggregate(listed.iter().map(|r| (r.state, reported_health(r)))),
+        total: listed.len(),
+        healthy: count(Health::Healthy),
+        degraded: count(Health::Degraded),
+        unhealthy: count(Health::Unhealthy),
+        last_error,
+    }
 }
 
 /// READY versions serve; ERROR and FAILED ones are listed so that the
@@ -112,7 +165,7 @@ fn is_listed(state: LifecycleState) -> bool {
 
 /// What one version can sustain: measured when requests have been served,
 /// else what its contract recommends, else unknown.
-fn fps_capacity(row: &ModelRow) -> Option<u64> {
+pub fn fps_capacity(row: &ModelRow) -> Option<u64> {
     let measured = row
         .avg_ms
         .filter(|avg| avg.is_finite() && *avg > 0.0)
@@ -125,7 +178,7 @@ fn fps_capacity(row: &ModelRow) -> Option<u64> {
 }
 
 /// Milliseconds as reported: two decimals are plenty for scheduling.
-fn round_ms(ms: Option<f64>) -> Option<f64> {
+pub fn round_ms(ms: Option<f64>) -> Option<f64> {
     ms.filter(|v| v.is_finite())
         .map(|v| (v * 100.0).round() / 100.0)
 }
@@ -134,15 +187,7 @@ fn round_ms(ms: Option<f64>) -> Option<f64> {
 /// Appendix B are testable on their own.
 pub fn build(s: &Snapshot<'_>) -> Value {
     let listed: Vec<&ModelRow> = s.rows.iter().filter(|r| is_listed(r.state)).collect();
-    // A version that is not serving is UNHEALTHY whatever its window says
-    // (spec 003 §7.4: "OR in ERROR state").
-    let health_of = |r: &ModelRow| {
-        if r.state == LifecycleState::Ready {
-            r.health
-        } else {
-            Health::Unhealthy
-        }
-    };
+    let health_of = |r: &ModelRow| reported_health(r);
     let ready: Vec<&ModelRow> = listed
         .iter()
         .copied()
@@ -182,21 +227,7 @@ pub fn build(s: &Snapshot<'_>) -> Value {
         })
         .collect();
 
-    let count = |h: Health| listed.iter().filter(|r| health_of(r) == h).count();
-    let runtime_health = health::aggregate(listed.iter().map(|r| (r.state, health_of(r))));
-    let last_error = listed
-        .iter()
-        .filter(|r| matches!(r.state, LifecycleState::Error | LifecycleState::Failed))
-        .max_by_key(|r| r.since_ms)
-        .map(|r| {
-            format!(
-                "{}@{}: {} at {}",
-                r.model_id,
-                r.version,
-                r.reason.as_deref().unwrap_or(r.state.as_str()),
-                rfc3339_ms(r.since_ms)
-            )
-        });
+    let summary = summarize(s.rows);
 
     let hw = s.hardware;
     let gpu = hw.gpu.as_ref();
@@ -223,12 +254,12 @@ pub fn build(s: &Snapshot<'_>) -> Value {
         },
         "models": models,
         "health_summary": {
-            "status": runtime_health.as_str().to_ascii_lowercase(),
-            "total_models": listed.len(),
-            "healthy_models": count(Health::Healthy),
-            "degraded_models": count(Health::Degraded),
-            "unhealthy_models": count(Health::Unhealthy),
-            "last_error": last_error,
+            "status": summary.status.as_str().to_ascii_lowercase(),
+            "total_models": summary.total,
+            "healthy_models": summary.healthy,
+            "degraded_models": summary.degraded,
+            "unhealthy_models": summary.unhealthy,
+            "last_error": summary.last_error,
         },
     })
 }
