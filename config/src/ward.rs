@@ -85,6 +85,44 @@ pub struct ServerConfig {
     /// Route requests without a version to the highest READY version instead of
     /// answering VERSION_REQUIRED (spec 003 §3.6 makes the latter the default).
     pub route_unversioned_to_latest: bool,
+    /// When the server is ready (`/v2/health/ready`, gRPC health of `""`).
+    pub ready_when: ReadyWhen,
+    /// Origins a browser may call the HTTP API from (CORS); `*` is any
+    /// origin; empty (the default) sends no CORS headers at all.
+    pub cors_allowed_origins: Vec<String>,
+    /// One log line per request (target `ward::access`), HTTP and gRPC.
+    pub access_log: bool,
+    /// The share of requests the access log writes: 1 is every one, 0.1
+    /// one in ten.
+    pub access_log_sample: f64,
+}
+
+/// The server's readiness policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadyWhen {
+    /// One version READY (the runtime is not UNHEALTHY).
+    #[default]
+    Any,
+    /// Every version found on disk with a valid contract is READY, as
+    /// Triton and TorchServe users expect ("all configured models").
+    All,
+    /// Every version in `models.pinned_versions` is READY (none pinned:
+    /// as `any`).
+    Pinned,
+}
+
+impl std::str::FromStr for ReadyWhen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ReadyWhen, String> {
+        match s.trim() {
+            "any" => Ok(ReadyWhen::Any),
+            "all" => Ok(ReadyWhen::All),
+            "pinned" => Ok(ReadyWhen::Pinned),
+            other => Err(format!("{other:?} is none of any, all, pinned")),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -98,6 +136,10 @@ impl Default for ServerConfig {
             max_body_bytes_in_flight: 256 << 20,
             admin_token: None,
             route_unversioned_to_latest: false,
+            ready_when: ReadyWhen::Any,
+            cors_allowed_origins: Vec::new(),
+            access_log: false,
+            access_log_sample: 1.0,
         }
     }
 }
@@ -538,6 +580,27 @@ pub const ENV_OVERRIDES: &[(&str, Setter)] = &[
         let _: () = c.server.route_unversioned_to_latest = boolean(v)?;
         Ok(())
     }),
+    ("WARD_CORS_ALLOWED_ORIGINS", |c, v| {
+        let _: () = c.server.cors_allowed_origins = v
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Ok(())
+    }),
+    ("WARD_ACCESS_LOG", |c, v| {
+        let _: () = c.server.access_log = boolean(v)?;
+        Ok(())
+    }),
+    ("WARD_ACCESS_LOG_SAMPLE", |c, v| {
+        let _: () = c.server.access_log_sample = num(v)?;
+        Ok(())
+    }),
+    ("WARD_READY_WHEN", |c, v| {
+        let _: () = c.server.ready_when = v.parse()?;
+        Ok(())
+    }),
     ("WARD_INFERENCE_TIMEOUT_MS", |c, v| {
         let _: () = c.timeouts.inference_ms = num(v)?;
         Ok(())
@@ -901,6 +964,12 @@ impl WardConfig {
         }
         if self.sandbox.uid_base < 1000 || self.sandbox.uid_base > u32::MAX - 60_000 {
             bad.push("sandbox.uid_base must leave room for 60000 plugin ids above 1000".to_owned());
+        }
+        let sample = self.server.access_log_sample;
+        if !(sample > 0.0 && sample <= 1.0) {
+            bad.push(format!(
+                "server.access_log_sample must be above 0 and at most 1, got {sample}"
+            ));
         }
         if self.worker.spin_us > 10_000 {
             bad.push("worker.spin_us must be at most 10000".to_owned());

@@ -51,7 +51,7 @@ pub use tensor::{DataType, Tensor, TensorError, TensorInfo, UnknownDataType};
 /// Version of this protocol. A worker whose [`Hello`] carries another version is
 /// refused: both sides are built from one tree, so a mismatch means a stale
 /// binary, and guessing at compatibility would be worse than a clear refusal.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 #[cfg(test)]
 mod tests;

@@ -220,6 +220,9 @@ pub struct InferRequest {
     pub input: InferInput,
     /// Output tensors to return; empty means all.
     pub outputs: Vec<String>,
+    /// The W3C trace id the client sent (`traceparent`), 32 lower-case hex
+    /// digits: the worker names it in its log lines for this request.
+    pub trace_id: Option<String>,
 }
 
 /// Time spent in each phase inside the worker.

@@ -165,16 +165,18 @@ fn arb_to_worker() -> impl Strategy<Value = ToWorker> {
             any::<u64>(),
             any::<u64>(),
             arb_input(),
-            proptest::collection::vec(arb_string(), 0..3)
+            proptest::collection::vec(arb_string(), 0..3),
+            proptest::option::of(arb_string())
         )
-            .prop_map(
-                |(id, budget_us, input, outputs)| ToWorker::Infer(InferRequest {
+            .prop_map(|(id, budget_us, input, outputs, trace_id)| ToWorker::Infer(
+                InferRequest {
                     id: RequestId(id),
                     budget_us,
                     input,
                     outputs,
-                })
-            ),
+                    trace_id,
+                }
+            )),
         any::<u64>().prop_map(|id| ToWorker::Cancel { id: RequestId(id) }),
         any::<u64>().prop_map(|seq| ToWorker::Ping { seq }),
         Just(ToWorker::Shutdown),

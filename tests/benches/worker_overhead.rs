@@ -116,6 +116,7 @@ fn main() {
                 budget_us: 1_000_000,
                 input: input(i),
                 outputs: vec![],
+                trace_id: None,
             });
             let t = Instant::now();
             write_message(&mut conn, &req, limit, &mut wbuf).unwrap();

@@ -97,3 +97,103 @@ fn with_json_logs_even_the_fatal_error_is_a_json_line() {
         "{last}"
     );
 }
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+/// Posts digits' zero with a `traceparent` and an `x-request-id`; the
+/// answer's status and its `x-request-id`.
+fn traced_post(ward: &Ward, request_id: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let resp = agent
+        .post(format!(
+            "{}/v2/models/digits/versions/1.0.0/infer",
+            ward.url
+        ))
+        .header("Content-Type", "application/json")
+        .header("traceparent", format!("00-{TRACE}-00f067aa0ba902b7-01"))
+        .header("x-request-id", request_id)
+        .send(crate::server::digits_body(&[0.0; 64]).to_string())
+        .expect("POST");
+    let echoed = resp
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    (resp.status().as_u16(), echoed)
+}
+
+#[test]
+fn the_access_log_names_each_request_and_the_trace_reaches_the_worker_log() {
+    let ward = start(&[("WARD_ACCESS_LOG", "true"), ("WARD_LOG_FORMAT", "json")]);
+    let (status, echoed) = traced_post(&ward, "req-42");
+    assert_eq!((status, echoed.as_str()), (200, "req-42"));
+    // The access line, on its own target, with every field the operator reads.
+    let line = ward
+        .stderr()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["target"] == "ward::access" && l["fields"]["request_id"] == "req-42")
+        .unwrap_or_else(|| panic!("no access line:\n{}", ward.stderr()));
+    let f = &line["fields"];
+    assert_eq!(f["method"], "POST", "{line}");
+    assert_eq!(
+        f["path"], "/v2/models/digits/versions/1.0.0/infer",
+        "{line}"
+    );
+    assert_eq!(
+        (f["model"].as_str(), f["version"].as_str()),
+        (Some("digits"), Some("1.0.0")),
+        "{line}"
+    );
+    assert_eq!(f["status"], 200, "{line}");
+    assert_eq!(f["trace_id"], TRACE, "{line}");
+    assert!(
+        f["client"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("127.0.0.1:")),
+        "{line}"
+    );
+    assert!(
+        f["latency_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{line}"
+    );
+    // The worker named the trace id when the request started and ended.
+    let (_, logs) = ward.get("/v1/models/digits/versions/1.0.0/logs?lines=200");
+    let text = logs["lines"].to_string();
+    assert!(
+        text.contains(&format!("trace_id={TRACE} started")),
+        "{logs}"
+    );
+    assert!(
+        text.contains(&format!("trace_id={TRACE} ended after")),
+        "{logs}"
+    );
+    // A request without a traceparent still gets an id back, a fresh one.
+    let (status, body) = ward.get("/v2/health/live");
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn the_access_log_is_off_by_default_and_samples_one_in_n() {
+    let ward = start(&[("WARD_ACCESS_LOG_SAMPLE", "0.5")]);
+    let (status, _) = traced_post(&ward, "quiet-1");
+    assert_eq!(status, 200);
+    assert!(!ward.stderr().contains("quiet-1"), "{}", ward.stderr());
+    drop(ward);
+    let ward = start(&[
+        ("WARD_ACCESS_LOG", "true"),
+        ("WARD_ACCESS_LOG_SAMPLE", "0.5"),
+    ]);
+    for i in 0..4 {
+        assert_eq!(traced_post(&ward, &format!("sampled-{i}")).0, 200);
+    }
+    let stderr = ward.stderr();
+    let logged = (0..4)
+        .filter(|i| stderr.contains(&format!("sampled-{i}")))
+        .count();
+    assert_eq!(logged, 2, "one in two of four requests:\n{stderr}");
+}

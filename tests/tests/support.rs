@@ -126,6 +126,7 @@ impl Worker {
             budget_us: 10_000_000,
             input,
             outputs: Vec::new(),
+            trace_id: None,
         }));
         id
     }

@@ -189,6 +189,7 @@ fn requested_outputs_are_a_subset() {
         budget_us: 5_000_000,
         input: digits_input(&[0.0; 64]),
         outputs: vec!["label".into()],
+        trace_id: None,
     }));
     let ok = expect_ok(w.recv().unwrap());
     assert_eq!(ok.id, id);
@@ -204,6 +205,7 @@ fn requested_outputs_are_a_subset() {
         budget_us: 5_000_000,
         input: digits_input(&[0.0; 64]),
         outputs: vec!["logits".into()],
+        trace_id: None,
     }));
     expect_err(
         w.recv().unwrap(),
@@ -252,6 +254,7 @@ fn cancel_and_expired_deadlines_skip_queued_requests() {
         budget_us: 0,
         input: InferInput::Tensors(vec![image]),
         outputs: vec![],
+        trace_id: None,
     }));
     let mut cancelled = false;
     let mut expired = false;
@@ -668,6 +671,7 @@ fn infer_with(w: &mut Worker, id: u64, budget: Duration, input: InferInput) -> R
         budget_us: budget.as_micros() as u64,
         input,
         outputs: vec![],
+        trace_id: None,
     }));
     id
 }

@@ -132,11 +132,34 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Runs one queued request on `backend` (none: nothing is loaded yet): its
-/// answer, or [`Exit::Backend`] when the backend failed fatally.
+/// answer, or [`Exit::Backend`] when the backend failed fatally. A request
+/// that carries the client's trace id is named in the worker's log (its
+/// stderr, which the supervisor keeps as the version's log) when it starts
+/// and ends, so that what the plugin prints in between is the request's.
 pub(crate) fn execute<B: Infer + ?Sized>(
     backend: Option<&mut B>,
-    q: Queued,
+    mut q: Queued,
 ) -> Result<Answer, Exit> {
+    let Some(trace) = q.req.trace_id.take() else {
+        return run(backend, q);
+    };
+    let id = q.req.id.0;
+    let started = Instant::now();
+    eprintln!("ward-worker: request {id} trace_id={trace} started");
+    let answer = run(backend, q);
+    let how = match &answer {
+        Ok(Ok(_)) => "ok".to_owned(),
+        Ok(Err(e)) => format!("{:?}: {}", e.kind, e.message),
+        Err(e) => format!("fatal: {e}"),
+    };
+    eprintln!(
+        "ward-worker: request {id} trace_id={trace} ended after {} us: {how}",
+        started.elapsed().as_micros()
+    );
+    answer
+}
+
+fn run<B: Infer + ?Sized>(backend: Option<&mut B>, q: Queued) -> Result<Answer, Exit> {
     let id = q.req.id;
     if Instant::now() >= q.deadline {
         return Ok(refusal(

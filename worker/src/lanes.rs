@@ -351,6 +351,7 @@ mod tests {
             budget_us: budget.as_micros() as u64,
             input: InferInput::Tensors(vec![Tensor::from_f32("x", vec![2], &[ms, value])]),
             outputs: vec![],
+            trace_id: None,
         })
     }
 

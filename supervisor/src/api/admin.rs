@@ -14,6 +14,17 @@ use crate::registry::supervisor::Supervisor;
 /// Admin routes need `Authorization: Bearer <token>`; without a configured
 /// token they do not exist at all (404).
 fn authorize(sup: &Supervisor, headers: &HeaderMap) -> Result<(), ApiError> {
+    authorize_bearer(
+        sup,
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// The same check on an `Authorization` value however it came (an HTTP
+/// header, gRPC metadata).
+pub fn authorize_bearer(sup: &Supervisor, authorization: Option<&str>) -> Result<(), ApiError> {
     let Some(token) = sup.cfg.server.admin_token.as_deref() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -21,9 +32,7 @@ fn authorize(sup: &Supervisor, headers: &HeaderMap) -> Result<(), ApiError> {
             "no such route (admin API disabled)",
         ));
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+    let given = authorization
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if constant_time_eq(given.as_bytes(), token.as_bytes()) {

@@ -82,6 +82,14 @@ impl From<InferFailure> for ApiError {
     }
 }
 
+/// A query string that does not parse is the client's mistake, answered in
+/// the API's one error shape (axum's own answer is plain text).
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> ApiError {
+        ApiError::bad_request(format!("malformed query string: {}", e.body_text()))
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = json!({ "error": self.message, "code": self.code });

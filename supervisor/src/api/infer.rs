@@ -12,23 +12,24 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use ward_protocol::{Frame, ImageFormat, InferInput, Tensor};
 
 use crate::api::error::ApiError;
 use crate::api::failure_log::Failure;
-use crate::api::request_id::RequestId;
+use crate::api::request_id::{RequestContext, RequestId};
 use crate::api::retry_after;
 use crate::api::state::{App, Body, Intake, Shared};
 use crate::api::tensor_json;
 use crate::errors::ErrorCode;
-use crate::telemetry::metrics::Rejection;
+use crate::telemetry::metrics::{Compute, Rejection};
 use crate::version::handle::VersionHandle;
 use crate::version::status::InferResult;
 
@@ -38,6 +39,12 @@ use crate::version::status::InferResult;
 pub struct InferBody {
     #[serde(default)]
     pub id: Option<String>,
+    /// Sent by some clients (the KServe SDK) beside the path's; checked
+    /// against the version that serves the request.
+    #[serde(default)]
+    pub model_name: Option<String>,
+    #[serde(default)]
+    pub model_version: Option<String>,
     #[serde(default)]
     pub parameters: Option<serde_json::Map<String, Value>>,
     pub inputs: Vec<tensor_json::InputTensor>,
@@ -59,20 +66,33 @@ pub async fn infer_unversioned(
     State(app): State<Shared>,
     State(intake): State<Arc<Intake>>,
     Path(name): Path<String>,
+    ctx: Option<Extension<RequestContext>>,
     headers: HeaderMap,
     Body(body, _held): Body,
 ) -> Result<Response, ApiError> {
-    infer(&app, &intake, name, None, headers, body).await
+    let ctx = ctx.map(|c| c.0);
+    infer(&app, &intake, name, None, ctx.as_ref(), headers, body).await
 }
 
 pub async fn infer_versioned(
     State(app): State<Shared>,
     State(intake): State<Arc<Intake>>,
     Path((name, version)): Path<(String, String)>,
+    ctx: Option<Extension<RequestContext>>,
     headers: HeaderMap,
     Body(body, _held): Body,
 ) -> Result<Response, ApiError> {
-    infer(&app, &intake, name, Some(version), headers, body).await
+    let ctx = ctx.map(|c| c.0);
+    infer(
+        &app,
+        &intake,
+        name,
+        Some(version),
+        ctx.as_ref(),
+        headers,
+        body,
+    )
+    .await
 }
 
 fn param_bool(p: &Option<serde_json::Map<String, Value>>, key: &str) -> bool {
@@ -82,8 +102,13 @@ fn param_bool(p: &Option<serde_json::Map<String, Value>>, key: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Decodes a JSON or binary-extension request into tensors.
-fn decode_request(headers: &HeaderMap, body: &Bytes) -> Result<(InferBody, Vec<Tensor>), ApiError> {
+/// Decodes a JSON or binary-extension request into tensors: the whole of
+/// what a client controls in an infer request's body (fuzzed by
+/// `fuzz/fuzz_targets/infer_body.rs`).
+pub fn decode_request(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(InferBody, Vec<Tensor>), ApiError> {
     let header_len = headers
         .get(HEADER_LENGTH)
         .map(|v| {
@@ -141,15 +166,18 @@ async fn infer(
     intake: &Intake,
     name: String,
     version: Option<String>,
+    ctx: Option<&RequestContext>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let handle = app.sup.version(&name, version.as_deref())?;
     let mut client_id = None;
-    let outcome = respond(app, &handle, &name, &headers, &body, &mut client_id).await;
+    let trace = ctx.and_then(|c| c.trace_id.clone());
+    let outcome = respond(app, &handle, &name, &headers, &body, trace, &mut client_id).await;
     let about = About {
         client_id: client_id.as_deref(),
+        context: ctx,
         frame_id: None,
         camera_id: None,
     };
@@ -160,6 +188,8 @@ async fn infer(
 pub(crate) struct About<'a> {
     /// The Open Inference Protocol body's `id`, once the body is decoded.
     pub client_id: Option<&'a str>,
+    /// The id and trace id the request layer gave it.
+    pub context: Option<&'a RequestContext>,
     pub frame_id: Option<&'a str>,
     pub camera_id: Option<&'a str>,
 }
@@ -168,7 +198,7 @@ pub(crate) struct About<'a> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Spent {
     queue: Duration,
-    inference: Duration,
+    compute: Compute,
 }
 
 impl Spent {
@@ -176,7 +206,11 @@ impl Spent {
         let t = &r.timings;
         Spent {
             queue: Duration::from_micros(r.queue_us),
-            inference: Duration::from_micros(t.preprocess_us + t.infer_us + t.postprocess_us),
+            compute: Compute {
+                input: Duration::from_micros(t.preprocess_us),
+                infer: Duration::from_micros(t.infer_us),
+                output: Duration::from_micros(t.postprocess_us),
+            },
         }
     }
 }
@@ -202,7 +236,7 @@ pub(crate) fn observe<T>(
         version,
         outcome.as_ref().map_or_else(|e| e.code.as_str(), |_| "ok"),
         spent.map(|s| s.queue),
-        spent.map(|s| s.inference),
+        spent.map(|s| s.compute),
         latency,
     );
     let mut e = match outcome {
@@ -217,7 +251,11 @@ pub(crate) fn observe<T>(
             app.sup.cfg.queue.max_in_flight,
         ));
     }
-    let id = RequestId::from_client(about.client_id);
+    // The body's own id, else the one the request layer gave it.
+    let id = match (about.client_id, about.context) {
+        (None, Some(ctx)) => ctx.id.clone(),
+        (client, _) => RequestId::from_client(client),
+    };
     intake.failures.record(&Failure {
         model,
         version,
@@ -265,10 +303,17 @@ pub(crate) async fn run_tensors(
     tensors: Vec<Tensor>,
     wanted: Vec<String>,
     timeout: Option<Duration>,
+    trace_id: Option<String>,
 ) -> Result<(InferResult, Spent), ApiError> {
     let result = app
         .sup
-        .infer(handle, InferInput::Tensors(tensors), wanted, timeout)
+        .infer(
+            handle,
+            InferInput::Tensors(tensors),
+            wanted,
+            timeout,
+            trace_id,
+        )
         .await?;
     let spent = Spent::of(&result);
     Ok((result, spent))
@@ -282,10 +327,23 @@ async fn respond(
     name: &str,
     headers: &HeaderMap,
     body: &Bytes,
+    trace_id: Option<String>,
     client_id: &mut Option<String>,
 ) -> Result<(Response, Spent), ApiError> {
     let (req, tensors) = decode_request(headers, body)?;
     client_id.clone_from(&req.id);
+    for (field, said, is) in [
+        ("model_name", &req.model_name, &handle.key.model),
+        ("model_version", &req.model_version, &handle.key.version),
+    ] {
+        if let Some(said) = said.as_deref().filter(|s| !s.is_empty())
+            && said != is
+        {
+            return Err(ApiError::bad_request(format!(
+                "the body's {field} {said:?} is not the {is:?} this request is for"
+            )));
+        }
+    }
     let timeout_ms = req
         .parameters
         .as_ref()
@@ -302,7 +360,7 @@ async fn respond(
         ..Limits::default()
     }
     .timeout();
-    let (result, spent) = run_tensors(app, handle, tensors, wanted, timeout).await?;
+    let (result, spent) = run_tensors(app, handle, tensors, wanted, timeout, trace_id).await?;
     let all_binary = param_bool(&req.parameters, "binary_data_output");
     let binary_for = |t: &Tensor| {
         all_binary
@@ -361,15 +419,20 @@ pub async fn frame_infer(
     State(app): State<Shared>,
     State(intake): State<Arc<Intake>>,
     Path((name, version)): Path<(String, String)>,
-    Query(q): Query<FrameQuery>,
+    q: Result<Query<FrameQuery>, QueryRejection>,
+    ctx: Option<Extension<RequestContext>>,
     headers: HeaderMap,
     Body(body, _held): Body,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(ApiError::from)?;
+    let ctx = ctx.map(|c| c.0);
     let started = Instant::now();
     let handle = app.sup.version(&name, Some(&version))?;
-    let outcome = frame_route(&app, &handle, &q, &headers, body).await;
+    let trace = ctx.as_ref().and_then(|c| c.trace_id.clone());
+    let outcome = frame_route(&app, &handle, &q, &headers, body, trace).await;
     let about = About {
         client_id: None,
+        context: ctx.as_ref(),
         frame_id: q.frame_id.as_deref(),
         camera_id: q.camera_id.as_deref(),
     };
@@ -383,6 +446,7 @@ async fn frame_route(
     q: &FrameQuery,
     headers: &HeaderMap,
     body: Bytes,
+    trace_id: Option<String>,
 ) -> Result<(Json<Value>, Spent), ApiError> {
     let key = &handle.key;
     let content_type = headers
@@ -406,7 +470,7 @@ async fn frame_route(
         frame_id: q.frame_id.clone(),
         camera_id: q.camera_id.clone(),
     };
-    let (answer, spent) = run_frame(app, handle, frame, None).await?;
+    let (answer, spent) = run_frame(app, handle, frame, None, trace_id).await?;
     let answer = Json(json!({
         "model_id": key.model,
         "version": key.version,
@@ -432,6 +496,7 @@ pub(crate) async fn run_frame(
     handle: &VersionHandle,
     frame: Frame,
     timeout: Option<Duration>,
+    trace_id: Option<String>,
 ) -> Result<(FrameAnswer, Spent), ApiError> {
     let key = &handle.key;
     if handle
@@ -446,7 +511,13 @@ pub(crate) async fn run_frame(
     }
     let result = app
         .sup
-        .infer(handle, InferInput::Frame(frame), Vec::new(), timeout)
+        .infer(
+            handle,
+            InferInput::Frame(frame),
+            Vec::new(),
+            timeout,
+            trace_id,
+        )
         .await?;
     let spent = Spent::of(&result);
     let Some(structured) = result.structured else {

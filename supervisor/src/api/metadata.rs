@@ -17,9 +17,17 @@ use crate::errors::{ErrorCode, InferFailure};
 use crate::registry::supervisor::Supervisor;
 use crate::version::handle::VersionHandle;
 use crate::version::health::Health;
+use crate::version::lifecycle::LifecycleState;
+use crate::version::status::VersionKey;
+use ward_config::ward::ReadyWhen;
 
 /// The Open Inference Protocol extensions ward serves.
-pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration"];
+pub const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "model_configuration",
+    "statistics",
+    "model_repository",
+];
 
 pub async fn server_metadata() -> Json<Value> {
     Json(json!({
@@ -33,11 +41,54 @@ pub async fn live() -> Json<Value> {
     Json(json!({ "live": true }))
 }
 
-/// Ready when the runtime is not UNHEALTHY (at least one model serving)
-/// and not shutting down.
+/// Whether the server is ready under `server.ready_when`, and the runtime's
+/// health; never while shutting down.
 pub fn server_ready(sup: &Supervisor) -> (bool, Health) {
     let health = sup.runtime_health();
-    (health != Health::Unhealthy && !sup.is_draining(), health)
+    let versions: Vec<(VersionKey, LifecycleState)> = sup
+        .versions()
+        .iter()
+        .map(|h| (h.key.clone(), h.state()))
+        .collect();
+    let ready = !sup.is_draining()
+        && ready_under(
+            sup.cfg.server.ready_when,
+            health,
+            &versions,
+            &sup.cfg.models.pinned_versions,
+        );
+    (ready, health)
+}
+
+/// The readiness policy (pure): `any` — the runtime is not UNHEALTHY (a
+/// version serves); `all` — every version with a valid contract serves;
+/// `pinned` — every pinned version serves (none pinned: as `any`).
+pub fn ready_under(
+    policy: ReadyWhen,
+    health: Health,
+    versions: &[(VersionKey, LifecycleState)],
+    pinned: &std::collections::BTreeMap<String, Vec<String>>,
+) -> bool {
+    let any = health != Health::Unhealthy;
+    match policy {
+        ReadyWhen::Any => any,
+        ReadyWhen::All => {
+            let configured: Vec<&LifecycleState> = versions
+                .iter()
+                .map(|(_, s)| s)
+                .filter(|s| !matches!(s, LifecycleState::Invalid | LifecycleState::Unloaded))
+                .collect();
+            !configured.is_empty() && configured.iter().all(|s| s.is_serving())
+        }
+        ReadyWhen::Pinned if pinned.values().all(Vec::is_empty) => any,
+        ReadyWhen::Pinned => pinned.iter().all(|(model, wanted)| {
+            wanted.iter().all(|v| {
+                versions
+                    .iter()
+                    .any(|(k, s)| &k.model == model && &k.version == v && s.is_serving())
+            })
+        }),
+    }
 }
 
 pub async fn ready(State(app): State<Shared>) -> (StatusCode, Json<Value>) {
@@ -247,4 +298,60 @@ pub async fn version_metadata(
 ) -> Result<Json<Value>, ApiError> {
     let s = signature(&app.sup, &name, Some(&version))?;
     Ok(Json(metadata_json(&name, &s)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn key(m: &str, v: &str) -> VersionKey {
+        VersionKey {
+            model: m.into(),
+            version: v.into(),
+        }
+    }
+
+    #[test]
+    fn each_readiness_policy_decides_as_documented() {
+        use LifecycleState::{Failed, Invalid, Loading, Ready};
+        let one_ready = [
+            (key("a", "1"), Ready),
+            (key("b", "1"), Loading),
+            (key("c", "1"), Invalid),
+        ];
+        let all_ready = [
+            (key("a", "1"), Ready),
+            (key("b", "1"), Ready),
+            (key("c", "1"), Invalid),
+        ];
+        let failed = [(key("a", "1"), Ready), (key("b", "1"), Failed)];
+        let none = BTreeMap::new();
+        let pin_b: BTreeMap<String, Vec<String>> = [("b".to_owned(), vec!["1".to_owned()])].into();
+        let h = Health::Healthy;
+        assert!(ready_under(ReadyWhen::Any, h, &one_ready, &none));
+        assert!(!ready_under(
+            ReadyWhen::Any,
+            Health::Unhealthy,
+            &one_ready,
+            &none
+        ));
+        assert!(!ready_under(ReadyWhen::All, h, &one_ready, &none));
+        assert!(
+            ready_under(ReadyWhen::All, h, &all_ready, &none),
+            "an INVALID version is not configured"
+        );
+        assert!(!ready_under(ReadyWhen::All, h, &failed, &none));
+        assert!(!ready_under(ReadyWhen::All, h, &[], &none));
+        assert!(
+            ready_under(ReadyWhen::Pinned, h, &one_ready, &none),
+            "none pinned: as any"
+        );
+        assert!(!ready_under(ReadyWhen::Pinned, h, &one_ready, &pin_b));
+        assert!(ready_under(ReadyWhen::Pinned, h, &all_ready, &pin_b));
+        let pin_missing: BTreeMap<String, Vec<String>> =
+            [("z".to_owned(), vec!["1".to_owned()])].into();
+        assert!(!ready_under(ReadyWhen::Pinned, h, &all_ready, &pin_missing));
+    }
 }

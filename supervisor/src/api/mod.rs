@@ -7,8 +7,10 @@
 //! ([`retry_after`]), and the rate-limited log of failed requests
 //! ([`failure_log`], with the [`request_id`] that ties a line to its answer).
 
+pub mod access_log;
 pub mod admin;
 pub mod body_budget;
+pub mod cors;
 pub mod error;
 pub mod failure_log;
 pub mod infer;
@@ -20,6 +22,7 @@ pub mod routes;
 pub mod state;
 pub mod status;
 pub mod tensor_json;
+pub mod triton;
 
 pub use error::ApiError;
 pub use infer::InferBody;

@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 
 use crate::api::error::ApiError;
 use crate::api::state::{ApiState, Intake, Shared};
-use crate::api::{admin, infer, metadata, status};
+use crate::api::{admin, infer, metadata, status, triton};
 use crate::errors::ErrorCode;
 
 /// Declares the table once: `METHOD "path" => handler`.
@@ -32,6 +32,12 @@ routes! {
     get "/v2/models/{name}/versions/{version}" => metadata::version_metadata,
     get "/v2/models/{name}/config" => metadata::model_config,
     get "/v2/models/{name}/versions/{version}/config" => metadata::version_config,
+    get "/v2/models/stats" => triton::all_stats,
+    get "/v2/models/{name}/stats" => triton::model_stats,
+    get "/v2/models/{name}/versions/{version}/stats" => triton::version_stats,
+    post "/v2/repository/index" => triton::repository_index,
+    post "/v2/repository/models/{name}/load" => triton::repository_load,
+    post "/v2/repository/models/{name}/unload" => triton::repository_unload,
     get "/v2/models/{name}/ready" => metadata::model_ready_route,
     get "/v2/models/{name}/versions/{version}/ready" => metadata::version_ready,
     post "/v2/models/{name}/infer" => infer::infer_unversioned,
@@ -55,7 +61,8 @@ routes! {
 /// it shares with the gRPC services.
 pub fn router(app: Shared, intake: std::sync::Arc<Intake>) -> axum::Router {
     let body_limit = usize::try_from(app.sup.cfg.server.body_limit_bytes).unwrap_or(usize::MAX);
-    table(axum::Router::new())
+    let cors = crate::api::cors::layer(&app.sup.cfg.server.cors_allowed_origins);
+    let router = table(axum::Router::new())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route")
         })
@@ -67,7 +74,15 @@ pub fn router(app: Shared, intake: std::sync::Arc<Intake>) -> axum::Router {
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
-        .with_state(ApiState { app, intake })
+        .layer(axum::middleware::from_fn_with_state(
+            intake.access.clone(),
+            crate::api::access_log::layer,
+        ))
+        .with_state(ApiState { app, intake });
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
 }
 
 #[cfg(test)]

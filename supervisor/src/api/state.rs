@@ -35,6 +35,8 @@ pub struct Intake {
     pub bodies: BodyBudget,
     /// Rate-limited lines about failed requests.
     pub failures: FailureLog,
+    /// The request layer's access log.
+    pub access: Arc<crate::api::access_log::AccessLog>,
 }
 
 impl Intake {
@@ -42,6 +44,7 @@ impl Intake {
         Intake {
             bodies: BodyBudget::new(cfg.server.max_body_bytes_in_flight),
             failures: FailureLog::default(),
+            access: crate::api::access_log::AccessLog::new(&cfg.server),
         }
     }
 }

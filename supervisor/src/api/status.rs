@@ -57,8 +57,9 @@ pub struct LogQuery {
 pub async fn model_logs(
     State(app): State<Shared>,
     Path((name, version)): Path<(String, String)>,
-    Query(q): Query<LogQuery>,
+    q: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q?;
     app.sup.version(&name, Some(&version))?;
     let lines = q.lines.unwrap_or(100).clamp(1, 10_000);
     let path = crate::version::logs::log_path(&app.sup.cfg.log_dir, &name, &version)
@@ -112,6 +113,10 @@ pub async fn metrics(
             in_flight: s.in_flight,
             restarts: s.restarts,
             rss_bytes: s.rss_bytes,
+            cpu_seconds: s.pid.and_then(crate::telemetry::process::cpu_seconds),
+            memory_bytes: s.memory_files.as_ref().and_then(|m| m.current()),
+            memory_peak_bytes: s.memory_files.as_ref().and_then(|m| m.peak()),
+            oom_kills: s.oom_kills,
         })
         .collect();
     let server = ServerGauges {

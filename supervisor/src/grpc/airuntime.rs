@@ -15,6 +15,7 @@ use ward_protocol::Frame;
 
 use crate::api::ApiError;
 use crate::api::infer::{About, Limits, Spent, observe, run_frame, run_tensors};
+use crate::api::request_id::RequestContext;
 use crate::api::state::{App, Intake, Shared};
 use crate::errors::{ErrorCode, InferFailure};
 use crate::grpc::contents;
@@ -80,6 +81,7 @@ pub async fn infer(
     intake: &Intake,
     mut req: InferenceRequest,
     deadline: Option<Duration>,
+    ctx: Option<&RequestContext>,
 ) -> Result<InferenceResponse, ApiError> {
     let started = Instant::now();
     let _held = intake.hold(app, req.encoded_len() as u64)?;
@@ -93,10 +95,12 @@ pub async fn infer(
     .timeout();
     let about = About {
         client_id: given(&req.request_id),
+        context: ctx,
         frame_id: given(&req.frame_id),
         camera_id: given(&req.camera_id),
     };
-    let outcome = answer(app, &handle, input, &req, timeout).await;
+    let trace = ctx.and_then(|c| c.trace_id.clone());
+    let outcome = answer(app, &handle, input, &req, timeout, trace).await;
     observe(app, intake, &handle, started, &about, outcome)
 }
 
@@ -106,6 +110,7 @@ async fn answer(
     input: Option<Input>,
     req: &InferenceRequest,
     timeout: Option<Duration>,
+    trace_id: Option<String>,
 ) -> Result<(InferenceResponse, Spent), ApiError> {
     let mut resp = answer_for(&handle.key.model, &handle.key.version, req);
     let spent = match input {
@@ -130,7 +135,7 @@ async fn answer(
                 frame_id: given(&req.frame_id).map(str::to_owned),
                 camera_id: given(&req.camera_id).map(str::to_owned),
             };
-            let (a, spent) = run_frame(app, handle, frame, timeout).await?;
+            let (a, spent) = run_frame(app, handle, frame, timeout, trace_id).await?;
             resp.result_json = a.structured.to_string();
             resp.inference_ms = a.inference_ms;
             spent
@@ -142,7 +147,8 @@ async fn answer(
                 .map(|t| contents::tensor(t.name, &t.datatype, &t.shape, t.data.to_vec()))
                 .collect::<Result<Vec<_>, _>>()?;
             let wanted = req.outputs.clone();
-            let (result, spent) = run_tensors(app, handle, tensors, wanted, timeout).await?;
+            let (result, spent) =
+                run_tensors(app, handle, tensors, wanted, timeout, trace_id).await?;
             resp.result_json = result.structured.map(|s| s.to_string()).unwrap_or_default();
             resp.inference_ms = result.total_us as f64 / 1e3;
             resp.outputs = result
@@ -172,10 +178,13 @@ impl AiRuntime for Runtime {
         request: Request<InferenceRequest>,
     ) -> Result<Response<InferenceResponse>, Status> {
         let deadline = grpc_timeout(request.metadata());
+        let ctx = request.extensions().get::<RequestContext>().cloned();
         let (app, intake) = (self.app.clone(), self.intake.clone());
-        detached(async move { infer(&app, &intake, request.into_inner(), deadline).await })
-            .await
-            .map(Response::new)
+        detached(
+            async move { infer(&app, &intake, request.into_inner(), deadline, ctx.as_ref()).await },
+        )
+        .await
+        .map(Response::new)
     }
 
     type InferStreamStream = Answers<InferenceResponse>;
@@ -185,6 +194,7 @@ impl AiRuntime for Runtime {
         request: Request<Streaming<InferenceRequest>>,
     ) -> Result<Response<Self::InferStreamStream>, Status> {
         let deadline = grpc_timeout(request.metadata());
+        let ctx = request.extensions().get::<RequestContext>().cloned();
         let intake = self.intake.clone();
         let answers = serve_stream(
             &self.app,
@@ -192,9 +202,10 @@ impl AiRuntime for Runtime {
             deadline,
             move |app, req: InferenceRequest, left| {
                 let intake = intake.clone();
+                let ctx = ctx.clone();
                 async move {
                     let named = answer_for(&req.model_id, &req.version, &req);
-                    match infer(&app, &intake, req, left).await {
+                    match infer(&app, &intake, req, left, ctx.as_ref()).await {
                         Ok(r) => r,
                         Err(e) => InferenceResponse {
                             error: Some(Error {

@@ -12,9 +12,12 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::ApiError;
+use crate::api::admin::authorize_bearer;
 use crate::api::infer::{About, Limits, Spent, observe, run_tensors};
 use crate::api::metadata;
+use crate::api::request_id::RequestContext;
 use crate::api::state::{App, Intake, Shared};
+use crate::api::triton;
 use crate::grpc::contents;
 use crate::grpc::proto::inference::grpc_inference_service_server::GrpcInferenceService;
 use crate::grpc::proto::inference::infer_parameter::ParameterChoice;
@@ -23,7 +26,13 @@ use crate::grpc::proto::inference::model_metadata_response::TensorMetadata;
 use crate::grpc::proto::inference::*;
 use crate::grpc::status::{grpc_timeout, status};
 use crate::grpc::stream::{Answers, detached, given, serve_stream};
+use crate::telemetry::metrics::StatDuration as Measured;
 use crate::version::handle::VersionHandle;
+
+/// The `authorization` metadata of a call (the admin token, as over HTTP).
+fn bearer(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
+    metadata.get("authorization").and_then(|v| v.to_str().ok())
+}
 
 /// The service, over the REST API's state.
 pub struct Inference {
@@ -65,6 +74,7 @@ pub async fn infer(
     intake: &Intake,
     req: ModelInferRequest,
     deadline: Option<Duration>,
+    ctx: Option<&RequestContext>,
 ) -> Result<ModelInferResponse, ApiError> {
     let started = Instant::now();
     let _held = intake.hold(app, req.encoded_len() as u64)?;
@@ -74,10 +84,12 @@ pub async fn infer(
     let id = req.id.clone();
     let about = About {
         client_id: given(&id),
+        context: ctx,
         frame_id: None,
         camera_id: None,
     };
-    let outcome = answer(app, &handle, req, deadline).await;
+    let trace = ctx.and_then(|c| c.trace_id.clone());
+    let outcome = answer(app, &handle, req, deadline, trace).await;
     observe(app, intake, &handle, started, &about, outcome)
 }
 
@@ -87,6 +99,7 @@ async fn answer(
     handle: &VersionHandle,
     req: ModelInferRequest,
     deadline: Option<Duration>,
+    trace_id: Option<String>,
 ) -> Result<(ModelInferResponse, Spent), ApiError> {
     let limits = Limits {
         timeout_ms: param_u64(&req.parameters, "timeout_ms")?,
@@ -109,7 +122,8 @@ async fn answer(
         .map(|t| contents::input(t, raws.next()))
         .collect::<Result<Vec<_>, _>>()?;
     let wanted = req.outputs.into_iter().map(|o| o.name).collect();
-    let (result, spent) = run_tensors(app, handle, tensors, wanted, limits.timeout()).await?;
+    let (result, spent) =
+        run_tensors(app, handle, tensors, wanted, limits.timeout(), trace_id).await?;
     let typed: Option<Vec<_>> = if binary {
         None
     } else {
@@ -260,15 +274,97 @@ impl GrpcInferenceService for Inference {
         }))
     }
 
+    async fn model_statistics(
+        &self,
+        request: Request<ModelStatisticsRequest>,
+    ) -> Result<Response<ModelStatisticsResponse>, Status> {
+        let r = request.into_inner();
+        let list = triton::statistics(&self.app, given(&r.name), given(&r.version))
+            .map_err(|f| status(f.into()))?;
+        let d = |d: Measured| {
+            Some(StatisticDuration {
+                count: d.count,
+                ns: d.ns,
+            })
+        };
+        let model_stats = list
+            .into_iter()
+            .map(|v| {
+                let s = v.stats;
+                ModelStatistics {
+                    name: v.model,
+                    version: v.version,
+                    last_inference: s.last_inference_ms,
+                    inference_count: s.success.count,
+                    execution_count: s.success.count,
+                    inference_stats: Some(InferStatistics {
+                        success: d(s.success),
+                        fail: d(s.fail),
+                        queue: d(s.queue),
+                        compute_input: d(s.compute_input),
+                        compute_infer: d(s.compute_infer),
+                        compute_output: d(s.compute_output),
+                        cache_hit: d(Measured::default()),
+                        cache_miss: d(Measured::default()),
+                    }),
+                    batch_stats: Vec::new(),
+                }
+            })
+            .collect();
+        Ok(Response::new(ModelStatisticsResponse { model_stats }))
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<RepositoryIndexRequest>,
+    ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        let r = request.into_inner();
+        let models = triton::index(&self.app.sup, r.ready)
+            .into_iter()
+            .map(|e| repository_index_response::ModelIndex {
+                name: e.name,
+                version: e.version,
+                state: e.state.to_owned(),
+                reason: e.reason.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        request: Request<RepositoryModelLoadRequest>,
+    ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        authorize_bearer(&self.app.sup, bearer(request.metadata())).map_err(status)?;
+        let model = request.into_inner().model_name;
+        let sup = self.app.sup.clone();
+        detached(async move { triton::load(&sup, &model).await }).await?;
+        Ok(Response::new(RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        request: Request<RepositoryModelUnloadRequest>,
+    ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        authorize_bearer(&self.app.sup, bearer(request.metadata())).map_err(status)?;
+        let model = request.into_inner().model_name;
+        let sup = self.app.sup.clone();
+        detached(async move { triton::unload(&sup, &model).await }).await?;
+        Ok(Response::new(RepositoryModelUnloadResponse {}))
+    }
+
     async fn model_infer(
         &self,
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         let deadline = grpc_timeout(request.metadata());
+        let ctx = request.extensions().get::<RequestContext>().cloned();
         let (app, intake) = (self.app.clone(), self.intake.clone());
-        detached(async move { infer(&app, &intake, request.into_inner(), deadline).await })
-            .await
-            .map(Response::new)
+        detached(
+            async move { infer(&app, &intake, request.into_inner(), deadline, ctx.as_ref()).await },
+        )
+        .await
+        .map(Response::new)
     }
 
     type ModelStreamInferStream = Answers<ModelStreamInferResponse>;
@@ -278,6 +374,7 @@ impl GrpcInferenceService for Inference {
         request: Request<Streaming<ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
         let deadline = grpc_timeout(request.metadata());
+        let ctx = request.extensions().get::<RequestContext>().cloned();
         let intake = self.intake.clone();
         let answers = serve_stream(
             &self.app,
@@ -285,6 +382,7 @@ impl GrpcInferenceService for Inference {
             deadline,
             move |app, req: ModelInferRequest, left| {
                 let intake = intake.clone();
+                let ctx = ctx.clone();
                 async move {
                     // A failed request is an answer on the stream, with
                     // its id; the stream goes on.
@@ -294,7 +392,7 @@ impl GrpcInferenceService for Inference {
                         id: req.id.clone(),
                         ..Default::default()
                     };
-                    match infer(&app, &intake, req, left).await {
+                    match infer(&app, &intake, req, left, ctx.as_ref()).await {
                         Ok(r) => ModelStreamInferResponse {
                             error_message: String::new(),
                             infer_response: Some(r),

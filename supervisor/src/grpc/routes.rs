@@ -18,11 +18,12 @@ pub fn router(app: Shared, intake: Arc<Intake>) -> axum::Router {
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit);
     let airuntime = proto::airuntime::ai_runtime_server::AiRuntimeServer::new(
-        airuntime::Runtime::new(app.clone(), intake),
+        airuntime::Runtime::new(app.clone(), intake.clone()),
     )
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit);
     let health = proto::health::health_server::HealthServer::new(health::Health::new(app));
+    let access = intake.access.clone();
     tonic::service::Routes::new(kserve)
         .add_service(airuntime)
         .add_service(health)
@@ -31,4 +32,8 @@ pub fn router(app: Shared, intake: Arc<Intake>) -> axum::Router {
         .layer(axum::middleware::map_response(move |r| async move {
             crate::grpc::status::size_limit_response(r, bytes)
         }))
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            crate::api::access_log::layer,
+        ))
 }

@@ -167,6 +167,11 @@ impl Footprint {
         self.cgroup.as_ref().and_then(WorkerCgroup::oom_kills)
     }
 
+    /// Where the worker's memory use is read, when it has a memory cgroup.
+    pub fn memory_files(&self) -> Option<crate::sandbox::cgroup::MemoryFiles> {
+        self.cgroup.as_ref().and_then(WorkerCgroup::memory_files)
+    }
+
     /// Drops the cgroup (killing any straggler) and the jail directory. The
     /// cgroup's removal retries `rmdir` with short blocking pauses, so it runs
     /// off the async threads, which keep serving the other models meanwhile.

@@ -491,12 +491,35 @@ impl Supervisor {
                         format!("no version of {model:?} is READY"),
                     )
                 }),
-            None => Err(InferFailure::new(
-                ErrorCode::VersionRequired,
-                format!(
-                    "model {model:?} needs a version (spec 003 §3.6: there is no default version)"
-                ),
-            )),
+            // Exactly one version loaded is no conflict: stock clients (the
+            // KServe SDK) only post to the unversioned route. Two or more are
+            // spec 003 §3.6's case: there is no default version.
+            None => {
+                let loaded: Vec<&Arc<VersionHandle>> = of_model
+                    .filter(|(_, h)| {
+                        matches!(
+                            h.state(),
+                            LifecycleState::Loading | LifecycleState::Ready | LifecycleState::Error
+                        )
+                    })
+                    .map(|(_, h)| h)
+                    .collect();
+                match loaded.as_slice() {
+                    [only] => Ok(Arc::clone(only)),
+                    [] => Err(InferFailure::new(
+                        ErrorCode::ModelNotReady,
+                        format!("no version of {model:?} is loaded"),
+                    )),
+                    several => Err(InferFailure::new(
+                        ErrorCode::VersionRequired,
+                        format!(
+                            "model {model:?} has {} versions loaded and needs a version (spec \
+                             003 §3.6: there is no default version)",
+                            several.len()
+                        ),
+                    )),
+                }
+            }
         }
     }
 
@@ -516,6 +539,7 @@ impl Supervisor {
         input: InferInput,
         outputs: Vec<String>,
         timeout: Option<Duration>,
+        trace_id: Option<String>,
     ) -> Result<InferResult, InferFailure> {
         if self.draining.load(Ordering::Acquire) {
             return Err(InferFailure::new(
@@ -531,6 +555,7 @@ impl Supervisor {
         handle.submit(InferCall {
             input,
             outputs,
+            trace_id,
             deadline,
             received,
             reply,

@@ -150,6 +150,31 @@ pub fn available() -> CgroupSupport {
 /// controllers it uses.
 ///
 /// Dropping it kills whatever is still inside and removes the directories.
+///
+/// (See also [`MemoryFiles`]: where the metrics read its memory use.)
+/// A worker cgroup's memory files: its use now and its peak, in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryFiles {
+    pub current: PathBuf,
+    pub peak: PathBuf,
+}
+
+impl MemoryFiles {
+    fn read(path: &Path) -> Option<u64> {
+        fs::read_to_string(path).ok()?.trim().parse().ok()
+    }
+
+    /// The use now; `None` once the cgroup is gone.
+    pub fn current(&self) -> Option<u64> {
+        Self::read(&self.current)
+    }
+
+    /// The peak (v2 needs Linux 5.19 for `memory.peak`).
+    pub fn peak(&self) -> Option<u64> {
+        Self::read(&self.peak)
+    }
+}
+
 #[derive(Debug)]
 pub struct WorkerCgroup {
     worker: String,
@@ -361,6 +386,20 @@ impl WorkerCgroup {
                     .collect::<Vec<_>>()
             })
             .collect()
+    }
+
+    /// Where the worker's memory use is read, when it has a memory
+    /// controller: the files of its current use and of its peak.
+    pub fn memory_files(&self) -> Option<MemoryFiles> {
+        let dir = self.memory_dir()?;
+        let (current, peak) = match dir.version {
+            Version::V1 => ("memory.usage_in_bytes", "memory.max_usage_in_bytes"),
+            Version::V2 => ("memory.current", "memory.peak"),
+        };
+        Some(MemoryFiles {
+            current: dir.path.join(current),
+            peak: dir.path.join(peak),
+        })
     }
 
     fn memory_dir(&self) -> Option<&WorkerDir> {

@@ -29,7 +29,10 @@ use crate::version::lifecycle::LifecycleState;
 
 /// Upper bounds of the latency buckets, in nanoseconds, with the `le` label
 /// each is rendered as. The implicit last bucket is `+Inf`.
-const BUCKETS: [(u64, &str); 14] = [
+const BUCKETS: [(u64, &str); 17] = [
+    (50_000, "0.00005"),
+    (100_000, "0.0001"),
+    (250_000, "0.00025"),
     (500_000, "0.0005"),
     (1_000_000, "0.001"),
     (2_500_000, "0.0025"),
@@ -88,6 +91,63 @@ struct RequestStats {
     /// Recent mean time from the hand-over to the worker to the answer, in
     /// nanoseconds; `None` until the model answers a request.
     recent_busy: Option<u64>,
+    /// The same requests as Triton's statistics extension counts them.
+    statistics: Statistics,
+}
+
+/// A count and the time those occurrences took, in nanoseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StatDuration {
+    pub count: u64,
+    pub ns: u64,
+}
+
+impl StatDuration {
+    fn add(&mut self, d: Duration) {
+        self.count += 1;
+        self.ns = self.ns.saturating_add(nanos(d));
+    }
+}
+
+/// One version's requests as Triton's statistics extension reports them:
+/// successes and failures with their whole duration, and for requests that
+/// reached the model the time queued and in each step of the worker
+/// (preprocessing, inference, postprocessing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Statistics {
+    pub success: StatDuration,
+    pub fail: StatDuration,
+    pub queue: StatDuration,
+    pub compute_input: StatDuration,
+    pub compute_infer: StatDuration,
+    pub compute_output: StatDuration,
+    /// Unix time in milliseconds of the last request; 0 before the first.
+    pub last_inference_ms: u64,
+}
+
+/// Where the worker spent a request's time: its three steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compute {
+    pub input: Duration,
+    pub infer: Duration,
+    pub output: Duration,
+}
+
+impl Compute {
+    /// All three steps together.
+    pub fn total(&self) -> Duration {
+        self.input + self.infer + self.output
+    }
+}
+
+impl From<Duration> for Compute {
+    /// A duration spent in inference alone.
+    fn from(infer: Duration) -> Compute {
+        Compute {
+            infer,
+            ..Compute::default()
+        }
+    }
 }
 
 impl RequestStats {
@@ -169,7 +229,7 @@ type GaugeValue = fn(&VersionGauges<'_>) -> Option<u64>;
 
 /// The gauges of one model version at the moment of rendering, borrowed from
 /// whatever status the caller already holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VersionGauges<'a> {
     pub model: &'a str,
     pub version: &'a str,
@@ -183,6 +243,13 @@ pub struct VersionGauges<'a> {
     pub restarts: u64,
     /// Resident memory of the worker, when it is running and could be read.
     pub rss_bytes: Option<u64>,
+    /// CPU seconds of the current worker (and its reaped children).
+    pub cpu_seconds: Option<f64>,
+    /// The worker's memory cgroup: use now and peak, where it has one.
+    pub memory_bytes: Option<u64>,
+    pub memory_peak_bytes: Option<u64>,
+    /// Workers of the version the kernel killed for memory, ever.
+    pub oom_kills: u64,
 }
 
 /// The supervisor's metrics, shared by all handlers.
@@ -220,7 +287,7 @@ impl Metrics {
     }
 
     /// Records one finished request. `outcome` is `"ok"` or an error code
-    /// such as `"TIMEOUT"`, rendered lowercase. `queue` and `inference` are
+    /// such as `"TIMEOUT"`, rendered lowercase. `queue` and `compute` are
     /// `None` when the request never reached that phase.
     pub fn observe_request(
         &self,
@@ -228,14 +295,30 @@ impl Metrics {
         version: &str,
         outcome: &str,
         queue: Option<Duration>,
-        inference: Option<Duration>,
+        compute: Option<Compute>,
         total: Duration,
     ) {
+        let inference = compute.map(|c| c.total());
         // A panic elsewhere while holding the lock leaves, at worst, one
         // request half-counted; losing all metrics over that would be worse.
         let mut table = crate::sync::lock(&self.requests);
         let stats = stats_for(&mut table, model, version);
         stats.count_outcome(outcome);
+        let s = &mut stats.statistics;
+        if outcome.eq_ignore_ascii_case("ok") {
+            s.success.add(total);
+        } else {
+            s.fail.add(total);
+        }
+        if let Some(q) = queue {
+            s.queue.add(q);
+        }
+        if let Some(c) = compute {
+            s.compute_input.add(c.input);
+            s.compute_infer.add(c.infer);
+            s.compute_output.add(c.output);
+        }
+        s.last_inference_ms = crate::time::now_ms();
         for (histogram, d) in stats.phases.iter_mut().zip([queue, inference, Some(total)]) {
             if let Some(d) = d {
                 histogram.observe(d);
@@ -253,6 +336,20 @@ impl Metrics {
                     Some(recent_mean((mean != 0).then_some(mean), sample).max(1))
                 });
         }
+    }
+
+    /// Triton-style statistics of every version that has seen a request
+    /// (optionally of one model, or one version), sorted by model and version.
+    pub fn statistics(
+        &self,
+        model: Option<&str>,
+        version: Option<&str>,
+    ) -> Vec<(String, String, Statistics)> {
+        let table = crate::sync::lock(&self.requests);
+        iter_requests(&table)
+            .filter(|(m, v, _)| model.is_none_or(|x| x == *m) && version.is_none_or(|x| x == *v))
+            .map(|(m, v, s)| (m.to_owned(), v.to_owned(), s.statistics))
+            .collect()
     }
 
     /// The recent mean time `model@version` took to answer a request once
@@ -428,7 +525,7 @@ impl Metrics {
         versions.sort_by_key(|v| (v.model, v.version));
         versions.dedup_by_key(|v| (v.model, v.version));
 
-        let simple: [(&str, &str, &str, GaugeValue); 4] = [
+        let simple: [(&str, &str, &str, GaugeValue); 7] = [
             (
                 "ward_queue_depth",
                 "gauge",
@@ -453,6 +550,24 @@ impl Metrics {
                 "Resident memory of the version's worker, in bytes.",
                 |v| v.rss_bytes,
             ),
+            (
+                "ward_worker_memory_bytes",
+                "gauge",
+                "Memory the version's worker cgroup uses now, in bytes (workers with a memory cgroup).",
+                |v| v.memory_bytes,
+            ),
+            (
+                "ward_worker_memory_peak_bytes",
+                "gauge",
+                "The most memory the version's current worker cgroup has used, in bytes.",
+                |v| v.memory_peak_bytes,
+            ),
+            (
+                "ward_worker_oom_kills_total",
+                "counter",
+                "Workers of the version the kernel killed for exceeding their memory limit.",
+                |v| Some(v.oom_kills),
+            ),
         ];
         for (name, kind, help, value) in simple {
             header(out, name, kind, help)?;
@@ -462,6 +577,21 @@ impl Metrics {
                     labels(out, &[("model", v.model), ("version", v.version)])?;
                     writeln!(out, " {value}")?;
                 }
+            }
+        }
+
+        let name = "ward_worker_cpu_seconds_total";
+        header(
+            out,
+            name,
+            "counter",
+            "CPU seconds used by the version's current worker and its reaped children (starts again with each worker).",
+        )?;
+        for v in &versions {
+            if let Some(secs) = v.cpu_seconds {
+                write!(out, "{name}")?;
+                labels(out, &[("model", v.model), ("version", v.version)])?;
+                writeln!(out, " {}", Float(secs))?;
             }
         }
 
@@ -750,6 +880,10 @@ mod tests {
             in_flight: 1,
             restarts: 2,
             rss_bytes: Some(123_456),
+            cpu_seconds: Some(1.25),
+            memory_bytes: Some(4096),
+            memory_peak_bytes: Some(8192),
+            oom_kills: 1,
         }
     }
 
@@ -790,7 +924,7 @@ mod tests {
             Duration::from_secs(11),
         ];
         for t in totals {
-            m.observe_request("m", "1.0.0", "ok", None, Some(t / 2), t);
+            m.observe_request("m", "1.0.0", "ok", None, Some((t / 2).into()), t);
         }
         let (samples, _) = parse(&m.render(&ServerGauges::default(), &[]));
         let total = [("model", "m"), ("version", "1.0.0"), ("phase", "total")];
@@ -842,8 +976,8 @@ mod tests {
         let m = Metrics::new();
         m.observe_request("m", "1", "TIMEOUT", Some(MS), None, MS);
         m.observe_request("m", "1", "timeout", Some(MS), None, MS);
-        m.observe_request("m", "1", "ok", Some(MS), Some(MS), MS);
-        m.observe_request("m", "1", "MODEL_ERROR", Some(MS), Some(MS), MS);
+        m.observe_request("m", "1", "ok", Some(MS), Some(MS.into()), MS);
+        m.observe_request("m", "1", "MODEL_ERROR", Some(MS), Some(MS.into()), MS);
         let text = m.render(&ServerGauges::default(), &[]);
         assert!(!text.contains("TIMEOUT"), "{text}");
         let (samples, _) = parse(&text);
@@ -990,7 +1124,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let outcome = if t % 2 == 0 { "ok" } else { "OK" };
                     for _ in 0..10_000 {
-                        m.observe_request("m", "1", outcome, Some(MS), Some(MS), 2 * MS);
+                        m.observe_request("m", "1", outcome, Some(MS), Some(MS.into()), 2 * MS);
                     }
                 })
             })
@@ -1037,11 +1171,11 @@ mod tests {
         m.observe_request("m", "1", "OVERLOADED", None, None, MS);
         assert_eq!(m.recent_latency("m", "1"), None);
         // The queue wait is left out of the version's latency.
-        m.observe_request("m", "1", "ok", Some(2 * MS), Some(7 * MS), 10 * MS);
+        m.observe_request("m", "1", "ok", Some(2 * MS), Some((7 * MS).into()), 10 * MS);
         assert_eq!(m.recent_latency("m", "1"), Some(8 * MS));
         assert_eq!(m.recent_latency_overall(), Some(10 * MS));
         // Each later sample moves the mean by an eighth of the difference.
-        m.observe_request("m", "1", "ok", None, Some(MS), 16 * MS);
+        m.observe_request("m", "1", "ok", None, Some(MS.into()), 16 * MS);
         assert_eq!(m.recent_latency("m", "1"), Some(9 * MS));
         assert_eq!(
             m.recent_latency_overall(),
@@ -1052,7 +1186,7 @@ mod tests {
             "1",
             "ok",
             None,
-            Some(MS),
+            Some(MS.into()),
             8 * MS + Duration::from_micros(125),
         );
         assert!(m.recent_latency("m", "1").unwrap() < 9 * MS);

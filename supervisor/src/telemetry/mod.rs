@@ -3,4 +3,5 @@
 
 pub mod capability;
 pub mod metrics;
+pub mod process;
 pub mod reporter;

@@ -57,6 +57,8 @@ impl VersionHandle {
             generation: 0,
             restarts: 0,
             last_exit: None,
+            oom_kills: 0,
+            memory_files: None,
             declared_memory_mb: 0,
             load_ms: None,
             rss_bytes: None,

@@ -168,7 +168,7 @@ impl Owner {
                         g.status.pid = None;
                         g.status.container = None;
                         if let Some(exit) = exit {
-                            g.status.last_exit = Some(exit);
+                            g.status.record_exit(exit);
                         }
                     }
                     if self.state() == LifecycleState::Loading {
@@ -207,7 +207,7 @@ impl Owner {
                             g.window
                                 .record(Instant::now(), Outcome::Crash, Duration::ZERO);
                         }
-                        g.status.last_exit = Some(exit);
+                        g.status.record_exit(exit);
                     }
                     self.set_state(LifecycleState::Error, Some(reason));
                     self.reject_queued(
@@ -277,6 +277,7 @@ impl Owner {
 
     /// Releases what the previous worker held on the host.
     async fn release_footprint(&mut self) {
+        lock(&self.shared).status.memory_files = None;
         std::mem::take(&mut self.footprint).release().await;
     }
 
@@ -310,6 +311,7 @@ impl Owner {
         };
         let (started, footprint) = self.target.launch(&launch, load_timeout).await;
         self.footprint = footprint;
+        lock(&self.shared).status.memory_files = self.footprint.memory_files();
         let Started {
             mut worker,
             pid,
@@ -547,6 +549,7 @@ impl Owner {
                         budget_us: (call.deadline - now).as_micros() as u64,
                         input: call.input,
                         outputs: call.outputs,
+                        trace_id: call.trace_id,
                     });
                     match conn.send(&req).await {
                         Ok(()) => {}
@@ -769,7 +772,7 @@ impl Owner {
             let mut g = lock(&self.shared);
             g.status.pid = None;
             g.status.container = None;
-            g.status.last_exit = Some(exit);
+            g.status.record_exit(exit);
         }
         if unload {
             self.set_state(LifecycleState::Unloaded, None);

@@ -32,6 +32,8 @@ impl std::fmt::Display for VersionKey {
 pub struct InferCall {
     pub input: InferInput,
     pub outputs: Vec<String>,
+    /// The client's W3C trace id, for the worker's log lines.
+    pub trace_id: Option<String>,
     pub deadline: Instant,
     pub received: Instant,
     pub reply: oneshot::Sender<Result<InferResult, InferFailure>>,
@@ -139,6 +141,11 @@ pub struct VersionStatus {
     pub generation: u64,
     pub restarts: u64,
     pub last_exit: Option<LastExit>,
+    /// Workers of this version the kernel killed for memory, ever.
+    pub oom_kills: u64,
+    /// The current worker's memory cgroup files, for the metrics.
+    #[serde(skip)]
+    pub memory_files: Option<crate::sandbox::cgroup::MemoryFiles>,
     pub declared_memory_mb: u64,
     pub load_ms: Option<f64>,
     pub rss_bytes: Option<u64>,
@@ -146,6 +153,16 @@ pub struct VersionStatus {
     pub queued: usize,
     /// The liveness checks of the current worker (see `liveness`).
     pub health_check: HealthCheckStatus,
+}
+
+impl VersionStatus {
+    /// Records how a worker ended: the last exit, and an OOM kill counted.
+    pub fn record_exit(&mut self, exit: LastExit) {
+        if exit.cause == ExitCause::OutOfMemory {
+            self.oom_kills += 1;
+        }
+        self.last_exit = Some(exit);
+    }
 }
 
 /// Shared between the owner (writes) and readers (snapshots).
