@@ -21,5 +21,6 @@ mod sandbox;
 mod server;
 mod supervisor;
 mod support;
+mod tools;
 mod validate;
 mod worker;

@@ -101,31 +101,31 @@ pub fn index(sup: &Supervisor, ready_only: bool) -> Vec<IndexEntry> {
     out
 }
 
-/// Triton's load: a model ward knows has each of its versions reloaded
-/// (unload, rediscover, re-validate, load); an unknown one is looked for
-/// with a rescan of the model root. Returns the versions.
+/// Triton's load, as Triton reads the model's directory again: a rescan of
+/// the model root loads the versions added on disk and unloads the ones
+/// removed, then each version ward already had is reloaded (unload,
+/// rediscover, re-validate, load). Returns the model's versions.
 pub async fn load(sup: &Arc<Supervisor>, model: &str) -> Result<Vec<String>, ApiError> {
-    let mut versions: Vec<String> = versions_of(sup, model)
-        .iter()
-        .map(|h| h.key.version.clone())
-        .collect();
-    if versions.is_empty() {
-        sup.rescan()
-            .await
-            .map_err(|e| ApiError::internal("a rescan", &e))?;
-        versions = versions_of(sup, model)
+    // Versions still on disk: a removed one stays listed, UNLOADED.
+    let names = |sup: &Supervisor| -> Vec<String> {
+        versions_of(sup, model)
             .iter()
+            .filter(|h| h.state() != crate::version::lifecycle::LifecycleState::Unloaded)
             .map(|h| h.key.version.clone())
-            .collect();
-        if versions.is_empty() {
-            return Err(no_model(model).into());
-        }
-        return Ok(versions);
+            .collect()
+    };
+    let known = names(sup);
+    sup.rescan()
+        .await
+        .map_err(|e| ApiError::internal("a rescan", &e))?;
+    let now = names(sup);
+    if now.is_empty() {
+        return Err(no_model(model).into());
     }
-    for v in &versions {
+    for v in known.iter().filter(|v| now.contains(v)) {
         sup.reload(model, v).await?;
     }
-    Ok(versions)
+    Ok(now)
 }
 
 /// Triton's unload: every version of the model is unloaded.
