@@ -386,3 +386,17 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
     }
     out
 }
+
+/// One sample's value in ward's /metrics text, `None` when absent.
+pub fn metric(ward: &Ward, series: &str) -> Option<f64> {
+    let (code, body) = ward.get("/metrics");
+    assert_eq!(code, 200);
+    let text = body.as_str().unwrap().to_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// `host:port` of a ward's gRPC services.
+pub fn grpc_addr(ward: &Ward) -> &str {
+    ward.grpc.as_deref().expect("ward serves gRPC")
+}

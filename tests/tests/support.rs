@@ -214,3 +214,52 @@ pub fn stock_client_agrees(addr: &str, models: &Path) -> String {
     );
     text
 }
+
+/// Runs `tests/support/<script>` with `args`, killed after `within`;
+/// returns whether it succeeded and what it printed (stdout and stderr).
+pub fn run_script(script: &str, args: &[&str], within: Duration) -> (bool, String) {
+    let scratch = tempfile::tempdir().unwrap();
+    let log = scratch.path().join("out.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(python())
+        .arg(repo().join("tests/support").join(script))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    match status {
+        Some(s) => (s.success(), text),
+        None => panic!("{script} {args:?} still ran after {within:?}:\n{text}"),
+    }
+}
+
+/// Runs a client script that must pass every check, and the lines it must
+/// have printed; returns what it printed.
+#[track_caller]
+pub fn passes(script: &str, args: &[&str], within: Duration, lines: &[&str]) -> String {
+    let (ok, text) = run_script(script, args, within);
+    eprintln!("{script} {args:?}:\n{text}");
+    assert!(ok, "{script} {args:?} failed:\n{text}");
+    for line in lines.iter().chain(&["ok: all checks passed"]) {
+        assert!(
+            text.lines().any(|l| l.starts_with(line)),
+            "{script} did not print {line:?}:\n{text}"
+        );
+    }
+    text
+}

@@ -13,74 +13,17 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::server::{Ward, bundled, digits_body, install, misbehave};
-use crate::support::{python, repo};
+use crate::server::{grpc_addr, metric};
+use crate::support::passes;
 
 /// The admin token (ward wants at least 16 characters).
 const TOKEN: &str = "secret-admin-token-4242";
-
-/// Runs `tests/support/<script>` with `args`, killed after `within`;
-/// returns whether it succeeded and what it printed (stdout and stderr).
-fn run_script(script: &str, args: &[&str], within: Duration) -> (bool, String) {
-    let scratch = tempfile::tempdir().unwrap();
-    let log = scratch.path().join("out.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let mut child = Command::new(python())
-        .arg(repo().join("tests/support").join(script))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + within;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    match status {
-        Some(s) => (s.success(), text),
-        None => panic!("{script} {args:?} still ran after {within:?}:\n{text}"),
-    }
-}
-
-/// Runs a client script that must pass every check, and the lines it must
-/// have printed; returns what it printed.
-#[track_caller]
-fn passes(script: &str, args: &[&str], within: Duration, lines: &[&str]) -> String {
-    let (ok, text) = run_script(script, args, within);
-    eprintln!("{script} {args:?}:\n{text}");
-    assert!(ok, "{script} {args:?} failed:\n{text}");
-    for line in lines.iter().chain(&["ok: all checks passed"]) {
-        assert!(
-            text.lines().any(|l| l.starts_with(line)),
-            "{script} did not print {line:?}:\n{text}"
-        );
-    }
-    text
-}
-
-/// One sample's value in ward's /metrics text, `None` when absent.
-fn metric(ward: &Ward, series: &str) -> Option<f64> {
-    let (code, body) = ward.get("/metrics");
-    assert_eq!(code, 200);
-    let text = body.as_str().unwrap().to_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-}
 
 /// `ward_requests_total` of digits at `version` with `outcome`, 0 when absent.
 fn requests(ward: &Ward, version: &str, outcome: &str) -> f64 {
@@ -95,10 +38,6 @@ fn requests(ward: &Ward, version: &str, outcome: &str) -> f64 {
 
 fn http_addr(ward: &Ward) -> &str {
     ward.url.strip_prefix("http://").unwrap()
-}
-
-fn grpc_addr(ward: &Ward) -> &str {
-    ward.grpc.as_deref().expect("ward serves gRPC")
 }
 
 /// The 64 pixels of the bundled digits data set's first sample (a zero).
