@@ -179,6 +179,39 @@ ensure_deploy_tools() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
 }
 
+# Triton's perf_analyzer, for its integration test (tests/tests/perf_analyzer.rs)
+# and the gRPC benchmark (tests/bench/grpc.sh), into .venv/perf_analyzer: PyPI's
+# `perf-analyzer` is a placeholder and newer tritonclient wheels need glibc
+# 2.38, so the binary comes from the tritonclient 2.48.0 wheel, with
+# libcudart.so.12 from nvidia-cuda-runtime-cu12 (no GPU needed to start it)
+# and Debian's libb64-0d (../shared/NOTES.md).
+ensure_perf_analyzer() {
+  local dir=.venv/perf_analyzer
+  local pa=$dir/tritonclient/tritonclient-2.48.0.data/data/bin/perf_analyzer
+  local libs=$dir/nvidia_cuda_runtime_cu12/nvidia/cuda_runtime/lib
+  if ! [[ -x $pa && -e $libs/libcudart.so.12 ]]; then
+    say "installing perf_analyzer (tritonclient 2.48.0's binary) into $dir"
+    mkdir -p "$dir"
+    .venv/bin/python -m pip download --quiet --disable-pip-version-check --no-deps -d "$dir" \
+      tritonclient==2.48.0 'nvidia-cuda-runtime-cu12==12.*' >/dev/null || die "downloading perf_analyzer's wheels failed"
+    local w d
+    for w in "$dir"/tritonclient-2.48.0-*.whl "$dir"/nvidia_cuda_runtime_cu12-*.whl; do
+      [[ -f $w ]] || die "pip download did not give $w"
+      d=$(basename "$w"); d=${d%%-*}
+      rm -rf "${dir:?}/$d"
+      .venv/bin/python -m zipfile -e "$w" "$dir/$d"
+    done
+    chmod +x "$pa"
+  fi
+  if ! ldconfig -p | grep -q 'libb64\.so\.0d'; then
+    [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null || die "libb64-0d not found: install it (Debian: apt-get install libb64-0d)"
+    say "installing Debian's libb64-0d (perf_analyzer's HTTP client)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libb64-0d >/dev/null
+  fi
+  LD_LIBRARY_PATH=$libs "$pa" --help >/dev/null 2>&1 || [[ $? -ne 127 ]] || die "perf_analyzer cannot start (missing libraries?)"
+}
+
 case "${1:-}" in
   serve)
     ensure_rust; ensure_python
@@ -203,7 +236,8 @@ case "${1:-}" in
     fi
     ;;
   test)
-    ensure_rust; ensure_python; ensure_docker; ensure_openssl; ensure_prometheus; ensure_deploy_tools; build
+    ensure_rust; ensure_python; ensure_docker; ensure_openssl; ensure_prometheus; ensure_deploy_tools
+    ensure_perf_analyzer; build
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
     cargo check --manifest-path fuzz/Cargo.toml --locked --quiet

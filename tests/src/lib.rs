@@ -52,3 +52,24 @@ pub fn onnxruntime() -> PathBuf {
         )
     })
 }
+
+/// Triton's `perf_analyzer` and the directory of the libraries it loads
+/// (`LD_LIBRARY_PATH`), as `./setup.sh test` installs them into
+/// `.venv/perf_analyzer` (or `WARD_PERF_ANALYZER` and `WARD_PERF_ANALYZER_LIBS`).
+pub fn perf_analyzer() -> (PathBuf, PathBuf) {
+    let dir = repo().join(".venv/perf_analyzer");
+    let binary = std::env::var_os("WARD_PERF_ANALYZER").map_or_else(
+        || dir.join("tritonclient/tritonclient-2.48.0.data/data/bin/perf_analyzer"),
+        PathBuf::from,
+    );
+    let libs = std::env::var_os("WARD_PERF_ANALYZER_LIBS").map_or_else(
+        || dir.join("nvidia_cuda_runtime_cu12/nvidia/cuda_runtime/lib"),
+        PathBuf::from,
+    );
+    assert!(
+        binary.exists(),
+        "{} is missing: run ./setup.sh test (it installs perf_analyzer)",
+        binary.display()
+    );
+    (binary, libs)
+}

@@ -14,6 +14,7 @@ mod image;
 mod install;
 mod liveness;
 mod logs;
+mod perf_analyzer;
 mod prometheus;
 mod protos;
 mod registration;
