@@ -303,6 +303,14 @@ fn client_mistakes_are_4xx_with_a_named_problem() {
             "unknown field",
         ),
         (
+            // A second datatype after the data would relabel its bytes.
+            br#"{"inputs":[{"name":"input","shape":[1],"datatype":"FP32","data":[1],"datatype":"INT8"}]}"#
+                .to_vec(),
+            400,
+            "INVALID_INPUT",
+            "duplicate field `datatype`",
+        ),
+        (
             vec![b' '; 5000],
             413,
             "PAYLOAD_TOO_LARGE",
@@ -327,6 +335,35 @@ fn client_mistakes_are_4xx_with_a_named_problem() {
     }
     let (code, _, _) = raw(&ward, "DELETE", path, &[], b"");
     assert_eq!(code, 405);
+    // Answered in the API's error shape, not as plain text: a path segment
+    // that is not UTF-8, a bad query string, a repository index body over
+    // the limit.
+    for (method, route, body, status, code) in [
+        ("GET", "/v2/models/%FF", &b""[..], 400, "INVALID_INPUT"),
+        (
+            "GET",
+            "/v1/models/digits/versions/1.0.0/logs?lines=x",
+            b"",
+            400,
+            "INVALID_INPUT",
+        ),
+        (
+            "POST",
+            "/v2/repository/index",
+            &[b' '; 5000][..],
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
+    ] {
+        let (got, _, resp) = raw(&ward, method, route, &[], body);
+        let resp: Value = serde_json::from_slice(&resp)
+            .unwrap_or_else(|_| panic!("{route}: {}", String::from_utf8_lossy(&resp)));
+        assert_eq!(
+            (got, resp["code"].as_str()),
+            (status, Some(code)),
+            "{route}: {resp}"
+        );
+    }
     let (code, _, resp) = raw(&ward, "GET", "/v3/nothing", &[], b"");
     assert_eq!(code, 404, "{}", String::from_utf8_lossy(&resp));
     let (code, _, resp) = raw(

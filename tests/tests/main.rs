@@ -19,6 +19,7 @@ mod prometheus;
 mod protos;
 mod registration;
 mod sandbox;
+mod schema;
 mod server;
 mod supervisor;
 mod support;

@@ -2,11 +2,12 @@
 //! compared in constant time; without a configured token they do not exist.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::api::error::ApiError;
+use crate::api::state::Path;
 use crate::api::state::Shared;
 use crate::errors::ErrorCode;
 use crate::registry::supervisor::Supervisor;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -26,6 +26,7 @@ use crate::api::error::ApiError;
 use crate::api::failure_log::Failure;
 use crate::api::request_id::{RequestContext, RequestId};
 use crate::api::retry_after;
+use crate::api::state::Path;
 use crate::api::state::{App, Body, Intake, Shared};
 use crate::api::tensor_json;
 use crate::errors::ErrorCode;

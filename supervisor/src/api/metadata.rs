@@ -7,11 +7,12 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::api::error::ApiError;
+use crate::api::state::Path;
 use crate::api::state::Shared;
 use crate::errors::{ErrorCode, InferFailure};
 use crate::registry::supervisor::Supervisor;

@@ -4,7 +4,9 @@
 //! The document is hand-written JSON; the tests below hold it to the router
 //! ([`crate::api::routes::ROUTES`]) in both directions and check that it is
 //! internally consistent (every `$ref` resolves, every path parameter is
-//! declared, every error response is the one `Error` shape).
+//! declared, every error response is the one `Error` shape, the refusals
+//! made before a handler runs are documented). `tests/tests/schema.rs`
+//! holds a running ward's answers to it with schemathesis.
 
 /// The document, as served.
 pub const DOCUMENT: &str = include_str!("openapi.json");
@@ -210,6 +212,56 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A path segment that is not UTF-8 once percent-decoded is refused
+    /// before any handler runs (400), whatever the route; a body is limited
+    /// to `server.body_limit_bytes` (413) wherever one is read.
+    #[test]
+    fn extractor_refusals_are_documented() {
+        let doc = doc();
+        for (method, path, _, op) in operations(&doc) {
+            let responses = &op["responses"];
+            if !template_params(path).is_empty() {
+                assert!(
+                    responses.get("400").is_some(),
+                    "{method} {path} has path parameters: it must document 400"
+                );
+            }
+            if op.get("requestBody").is_some() {
+                assert!(
+                    responses.get("413").is_some(),
+                    "{method} {path} reads a body: it must document 413"
+                );
+            }
+        }
+    }
+
+    /// The health summary (spec 003 §7.2) writes the runtime's health in
+    /// lower case (`telemetry::capability`); everywhere else it is `Health`.
+    #[test]
+    fn health_summary_status_is_health_in_lower_case() {
+        let doc = doc();
+        let schemas = &doc["components"]["schemas"];
+        let health: Vec<String> = schemas["Health"]["enum"]
+            .as_array()
+            .expect("Health has an enum")
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_ascii_lowercase)
+            .collect();
+        let summary: Vec<String> = schemas["HealthSummary"]["properties"]["status"]["enum"]
+            .as_array()
+            .expect("HealthSummary.status has an enum")
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(summary, health);
+        assert_eq!(
+            schemas["RuntimeHealth"]["properties"]["status"]["$ref"],
+            "#/components/schemas/Health"
+        );
     }
 
     #[test]

@@ -160,3 +160,26 @@ impl FromRequest<ApiState> for Body {
         Ok(Body(bytes, held))
     }
 }
+
+/// A route's path parameters, as axum's `Path` reads them, with a segment
+/// that does not decode (invalid UTF-8, say) answered in the API's error
+/// shape rather than axum's plain text.
+pub struct Path<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Path<T>, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(t)| Path(t))
+            .map_err(|e| ApiError::bad_request(format!("malformed path: {}", e.body_text())))
+    }
+}

@@ -142,7 +142,15 @@ impl<'de> Visitor<'de> for InputVisitor {
     fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<InputTensor, A::Error> {
         let (mut name, mut shape, mut datatype, mut parameters, mut data) =
             (None, None, None, None, None);
+        // A key twice is refused, as the derived decoders do: a second
+        // `datatype` after `data` would relabel bytes decoded for the first.
+        let mut seen = [false; INPUT_FIELDS.len()];
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if let Some(i) = INPUT_FIELDS.iter().position(|f| *f == key.as_ref())
+                && std::mem::replace(&mut seen[i], true)
+            {
+                return Err(de::Error::duplicate_field(INPUT_FIELDS[i]));
+            }
             match key.as_ref() {
                 "name" => name = Some(map.next_value::<String>()?),
                 "shape" => shape = Some(map.next_value::<Vec<u64>>()?),

@@ -10,15 +10,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
 use crate::api::admin::authorize_bearer;
 use crate::api::error::ApiError;
 use crate::api::metadata::versions_of;
-use crate::api::state::{App, Shared};
+use crate::api::state::Path;
+use crate::api::state::{App, Body, Shared};
 use crate::errors::{ErrorCode, InferFailure};
 use crate::registry::supervisor::Supervisor;
 use crate::telemetry::metrics::Statistics;
@@ -201,7 +201,7 @@ pub async fn version_stats(
 /// `POST /v2/repository/index`, with an optional `{"ready": true}` body.
 pub async fn repository_index(
     State(app): State<Shared>,
-    body: Bytes,
+    Body(body, _held): Body,
 ) -> Result<Json<Value>, ApiError> {
     #[derive(serde::Deserialize, Default)]
     #[serde(deny_unknown_fields)]
