@@ -24,9 +24,10 @@
 #   cnn over gRPC at c=16       >= 95% of in-process 2-thread ONNX Runtime
 #   digits over gRPC at c=16    >= REST's req/s
 #
-# Each target is judged with one client on both sides (oha: grpc-oha against
-# inproc and rest-json-oha), since the load generator shares the two cores
-# with ward; the perf_analyzer pairings are printed below each verdict.
+# Each verdict uses perf_analyzer's gRPC (grpc-pa) and, for digits, REST
+# through the same client (rest-bin-pa): the load generator shares the two
+# cores with ward, so only same-client pairs compare protocols. Every other
+# pairing (oha on both sides, mixed clients) is printed below each verdict.
 #
 # A miss is information, not a failure: the script exits 0 whenever it could
 # measure the rows the targets need. See tests/bench/README.md.
@@ -630,7 +631,7 @@ def line(ok, text, indent=2):
 
 # 1. cnn over gRPC at c=16 >= 95% of the 2-thread in-process rate.
 i = rows.get(("inproc-t2", "cnn", 1))
-grpcs = [t for t in ("grpc-oha", "grpc-pa") if (t, "cnn", 16) in rows]
+grpcs = [t for t in ("grpc-pa", "grpc-oha") if (t, "cnn", 16) in rows]
 if i and grpcs:
     for n, t in enumerate(grpcs):
         g = rows[(t, "cnn", 16)]
@@ -644,13 +645,13 @@ if i and grpcs:
             print(f"        (REST {t} at c=16: {j['rps']:.1f} req/s = {j['rps'] / i['rps'] * 100:.1f}% of in-process)")
 else:
     not_measured("cnn over gRPC at c=16 vs 2-thread in-process",
-                 [("grpc-oha", "cnn", 16), ("grpc-pa", "cnn", 16), ("inproc-t2", "cnn", 1)])
+                 [("grpc-pa", "cnn", 16), ("grpc-oha", "cnn", 16), ("inproc-t2", "cnn", 1)])
 
 # 2. digits over gRPC at c=16 >= REST's req/s: judged with one client on
 # both sides (the first pairing measured), every other pairing below it.
-pairs = [("grpc-oha", "rest-json-oha", "oha on both sides"),
-         ("grpc-pa", "rest-bin-pa", "perf_analyzer on both sides"),
+pairs = [("grpc-pa", "rest-bin-pa", "perf_analyzer on both sides"),
          ("grpc-pa", "rest-json-pa", "perf_analyzer on both sides"),
+         ("grpc-oha", "rest-json-oha", "oha on both sides"),
          ("grpc-oha", "rest-bin-pa", "different clients"),
          ("grpc-oha", "rest-json-pa", "different clients"),
          ("grpc-pa", "rest-json-oha", "different clients: perf_analyzer takes far more CPU than oha")]
@@ -666,7 +667,7 @@ if have and have[0][2].endswith("both sides"):
         print("        at c=1: " + "; ".join(f"{t} {r['rps']:.0f} req/s, p50 {r['p50']:.3f} ms" for t, r in one))
 else:
     not_measured("digits over gRPC at c=16 vs REST (one client on both sides)",
-                 [(t, "digits", 16) for t in ("grpc-oha", "rest-json-oha", "grpc-pa", "rest-bin-pa", "rest-json-pa")])
+                 [(t, "digits", 16) for t in ("grpc-pa", "rest-bin-pa", "rest-json-pa", "grpc-oha", "rest-json-oha")])
 print()
 print(f"raw results: {res}")
 sys.exit(0 if measured else 3)
