@@ -22,8 +22,8 @@ use crate::grpc::contents;
 use crate::grpc::proto::airuntime::ai_runtime_server::AiRuntime;
 use crate::grpc::proto::airuntime::inference_request::Input;
 use crate::grpc::proto::airuntime::*;
-use crate::grpc::status::{grpc_timeout, status};
-use crate::grpc::stream::{Answers, detached, given, serve_stream};
+use crate::grpc::status::status;
+use crate::grpc::stream::{Answers, call_parts, detached, given, serve_stream};
 use crate::telemetry::capability;
 use crate::version::handle::VersionHandle;
 use crate::version::health::Health as WardHealth;
@@ -177,14 +177,11 @@ impl AiRuntime for Runtime {
         &self,
         request: Request<InferenceRequest>,
     ) -> Result<Response<InferenceResponse>, Status> {
-        let deadline = grpc_timeout(request.metadata());
-        let ctx = request.extensions().get::<RequestContext>().cloned();
+        let (message, deadline, ctx) = call_parts(request);
         let (app, intake) = (self.app.clone(), self.intake.clone());
-        detached(
-            async move { infer(&app, &intake, request.into_inner(), deadline, ctx.as_ref()).await },
-        )
-        .await
-        .map(Response::new)
+        detached(async move { infer(&app, &intake, message, deadline, ctx.as_ref()).await })
+            .await
+            .map(Response::new)
     }
 
     type InferStreamStream = Answers<InferenceResponse>;
@@ -193,12 +190,11 @@ impl AiRuntime for Runtime {
         &self,
         request: Request<Streaming<InferenceRequest>>,
     ) -> Result<Response<Self::InferStreamStream>, Status> {
-        let deadline = grpc_timeout(request.metadata());
-        let ctx = request.extensions().get::<RequestContext>().cloned();
+        let (message, deadline, ctx) = call_parts(request);
         let intake = self.intake.clone();
         let answers = serve_stream(
             &self.app,
-            request.into_inner(),
+            message,
             deadline,
             move |app, req: InferenceRequest, left| {
                 let intake = intake.clone();

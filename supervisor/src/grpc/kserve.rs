@@ -24,8 +24,8 @@ use crate::grpc::proto::inference::infer_parameter::ParameterChoice;
 use crate::grpc::proto::inference::model_infer_response::InferOutputTensor;
 use crate::grpc::proto::inference::model_metadata_response::TensorMetadata;
 use crate::grpc::proto::inference::*;
-use crate::grpc::status::{grpc_timeout, status};
-use crate::grpc::stream::{Answers, detached, given, serve_stream};
+use crate::grpc::status::status;
+use crate::grpc::stream::{Answers, call_parts, detached, given, serve_stream};
 use crate::telemetry::metrics::StatDuration as Measured;
 use crate::version::handle::VersionHandle;
 
@@ -357,14 +357,11 @@ impl GrpcInferenceService for Inference {
         &self,
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
-        let deadline = grpc_timeout(request.metadata());
-        let ctx = request.extensions().get::<RequestContext>().cloned();
+        let (message, deadline, ctx) = call_parts(request);
         let (app, intake) = (self.app.clone(), self.intake.clone());
-        detached(
-            async move { infer(&app, &intake, request.into_inner(), deadline, ctx.as_ref()).await },
-        )
-        .await
-        .map(Response::new)
+        detached(async move { infer(&app, &intake, message, deadline, ctx.as_ref()).await })
+            .await
+            .map(Response::new)
     }
 
     type ModelStreamInferStream = Answers<ModelStreamInferResponse>;
@@ -373,12 +370,11 @@ impl GrpcInferenceService for Inference {
         &self,
         request: Request<Streaming<ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
-        let deadline = grpc_timeout(request.metadata());
-        let ctx = request.extensions().get::<RequestContext>().cloned();
+        let (message, deadline, ctx) = call_parts(request);
         let intake = self.intake.clone();
         let answers = serve_stream(
             &self.app,
-            request.into_inner(),
+            message,
             deadline,
             move |app, req: ModelInferRequest, left| {
                 let intake = intake.clone();

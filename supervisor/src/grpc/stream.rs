@@ -11,9 +11,10 @@ use tokio::sync::{Semaphore, mpsc};
 use tonic::{Status, Streaming};
 
 use crate::api::ApiError;
+use crate::api::request_id::RequestContext;
 use crate::api::state::Shared;
 use crate::grpc::status::size_limit_as_resource_exhausted;
-use crate::grpc::status::status;
+use crate::grpc::status::{grpc_timeout, status};
 
 /// Requests one stream may have in flight at once; past it, ward stops
 /// reading the stream until one is answered (HTTP/2 flow control then
@@ -36,6 +37,15 @@ where
         Ok(answer) => answer.map_err(status),
         Err(e) => Err(status(ApiError::internal("a gRPC call's task", &e))),
     }
+}
+
+/// A call's message, what is left of its deadline (`grpc-timeout`) and
+/// the context the request layer gave it: what every inference RPC reads
+/// before it starts.
+pub fn call_parts<T>(request: tonic::Request<T>) -> (T, Option<Duration>, Option<RequestContext>) {
+    let deadline = grpc_timeout(request.metadata());
+    let ctx = request.extensions().get::<RequestContext>().cloned();
+    (request.into_inner(), deadline, ctx)
 }
 
 /// `Some(s)` unless `s` is empty (proto3 strings are never absent).
